@@ -1,0 +1,152 @@
+# vfio-user DMA access modes: QEMU client series, server, tests, benchmarks.
+#
+#   make run            build what is missing, boot a guest whose vfio-user
+#                       device is served by our server, show its DMA
+#   make check          every test (qtest, guest boots, interop, the series)
+#   make help           everything else
+#
+# See README.md and docs/.
+
+-include config.mk
+
+TOP := $(abspath .)
+BUILD ?= $(TOP)/build
+QEMU_SRC_USER ?=
+PYTHON := /usr/bin/python3
+
+QEMU_TREE := $(BUILD)/qemu/src
+QEMU_BUILD := $(BUILD)/qemu/build
+QEMU := $(QEMU_BUILD)/qemu-system-x86_64
+BASELINE_TREE := $(BUILD)/baseline/src
+BASELINE_BUILD := $(BUILD)/baseline/build
+BASELINE_QEMU := $(BASELINE_BUILD)/qemu-system-x86_64
+PROJECT_BUILD := $(BUILD)/project
+SERVER := $(PROJECT_BUILD)/server/vfio-user-dma-server
+GUEST_DIR := $(BUILD)/guest
+LVU_PREFIX := $(BUILD)/libvfio-user/install
+INTEROP_SERVER := $(PROJECT_BUILD)/tests/interop/interop-server
+
+# Options of `make run`.
+MEMORY ?= memfd
+DMA_ACCESS ?= auto
+RUN_ARGS ?=
+
+# The patched, baseline and series-check trees are laid out alike
+# (<dir>/src, <dir>/build) so ccache can share their objects.
+export CCACHE_BASEDIR := $(BUILD)
+export CCACHE_NOHASHDIR := 1
+export BUILD_DIR := $(BUILD)
+
+.PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
+        project libvfio-user guest run check check-quick check-series \
+        check-qtest check-guest check-interop check-harness export-series \
+        bench clean distclean
+
+all: qemu project
+
+help:
+	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@echo "  make                build patched QEMU and the project's programs"
+	@echo "  make qemu-src       the scratch QEMU git tree (base + one commit per patch)"
+	@echo "  make export-series  write that tree's commits back to patches/"
+	@echo "  make check-series   apply, checkpatch and build every patch in order"
+	@echo "  make check-quick    make check without check-series"
+	@echo "  make bench          benchmarks (build/bench/results.{json,md,png})"
+	@echo "  make run MEMORY=memfd|ram|file-private|file-shared DMA_ACCESS=auto|mmap|file-io|message RUN_ARGS=--legacy"
+	@echo "  ./configure --qemu-src=DIR   use your own QEMU 10.2.x tree as the base"
+
+deps:
+	@scripts/install-deps.sh build
+deps-check:
+	@scripts/install-deps.sh check
+deps-bench:
+	@scripts/install-deps.sh bench
+
+# The tree is (re)made from patches/ when they change; work committed in it
+# but not exported is never thrown away (the script stops instead).
+qemu-src: deps
+	@scripts/qemu-tree.sh sync $(QEMU_TREE) $(QEMU_SRC_USER)
+	@echo "scratch tree: $(QEMU_TREE) (commit there, then 'make export-series')"
+
+qemu: qemu-src
+	@scripts/build-qemu.sh $(QEMU_TREE) $(QEMU_BUILD) qemu-system-x86_64
+
+qemu-with-tests: qemu-src
+	@scripts/build-qemu.sh $(QEMU_TREE) $(QEMU_BUILD) qemu-system-x86_64 \
+		tests/qtest/vfio-user-test
+
+# QEMU 10.2.2 without the series, for benchmarks.
+qemu-baseline: qemu-src
+	@if [ ! -e $(BASELINE_TREE)/.git ]; then \
+		git -C $(QEMU_TREE) -c safe.directory='*' worktree prune; \
+		git -C $(QEMU_TREE) -c safe.directory='*' worktree add -q --detach $(BASELINE_TREE) base; \
+		scripts/qemu-tree.sh placeholders $(BASELINE_TREE); \
+	fi
+	@scripts/build-qemu.sh $(BASELINE_TREE) $(BASELINE_BUILD) qemu-system-x86_64
+
+# libvfio-user as bundled in the QEMU base (for the interop tests only).
+libvfio-user: qemu-src
+	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
+
+project: deps libvfio-user
+	@if [ ! -f $(PROJECT_BUILD)/build.ninja ]; then \
+		meson setup -Dlibvfio_user_prefix=$(LVU_PREFIX) $(PROJECT_BUILD) $(TOP) >/dev/null; \
+	fi
+	@ninja -C $(PROJECT_BUILD) >/dev/null
+
+guest: deps-check project
+	@guest/build-image.sh $(GUEST_DIR) $(PROJECT_BUILD)/guest/dmatest
+
+run: deps-check qemu project guest
+	@$(PYTHON) scripts/run-guest.py --qemu $(QEMU) --server $(SERVER) \
+		--guest-dir $(GUEST_DIR) --memory $(MEMORY) \
+		--dma-access $(DMA_ACCESS) $(RUN_ARGS)
+
+SUITES_QUICK = \
+	"harness=tests/harness/run-tests.sh" \
+	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
+	"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
+	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+
+check-quick: deps-check qemu-with-tests project guest
+	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK)
+
+check: deps-check qemu-with-tests project guest
+	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK) \
+		"series=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check"
+
+check-series: qemu-src
+	@$(PYTHON) scripts/run-tests.py \
+		"series=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check"
+
+check-qtest: qemu-with-tests
+	@$(PYTHON) scripts/run-tests.py "qtest=scripts/run-qtest.sh $(QEMU_BUILD)"
+
+check-guest: deps-check qemu project guest
+	@$(PYTHON) scripts/run-tests.py \
+		"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
+
+check-interop: qemu project
+	@$(PYTHON) scripts/run-tests.py \
+		"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+
+check-harness:
+	@$(PYTHON) scripts/run-tests.py "harness=tests/harness/run-tests.sh"
+
+export-series:
+	@scripts/qemu-tree.sh export $(QEMU_TREE)
+
+bench: deps-bench qemu qemu-baseline project
+	@$(PYTHON) bench/run-bench.py --qemu $(QEMU) --baseline-qemu $(BASELINE_QEMU) \
+		--server $(SERVER) --out $(BUILD)/bench
+
+clean:
+	rm -rf $(PROJECT_BUILD) $(GUEST_DIR) $(BUILD)/bench
+	-ninja -C $(QEMU_BUILD) clean >/dev/null 2>&1
+
+# Everything but the downloaded base; refuses to drop unexported work.
+distclean:
+	@if [ -d $(QEMU_TREE)/.git ] && [ -n "$$(git -C $(QEMU_TREE) -c safe.directory='*' status --porcelain --untracked-files=no)" ]; then \
+		echo "distclean: $(QEMU_TREE) has uncommitted changes; export or discard them first" >&2; exit 1; fi
+	rm -rf $(BUILD)/qemu $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
+		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/bench

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Make sure the Debian packages this project needs are installed.
+#
+#   scripts/install-deps.sh [GROUP...]   groups: build check bench (default: build)
+#
+# As root, missing packages are installed (adding the apt sources the project
+# needs: deb-src lines to fetch the QEMU source package, bookworm-backports for
+# meson >= 1.5).  As any other user, nothing is changed: the script lists the
+# exact packages and apt lines and fails.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+
+# QEMU build: compiler tool chain, meson >= 1.5 (backports), glib, and what the
+# +ds tarball needs to configure (flex/bison for the dtc-less parts, dtc for
+# the pc-bios/dtb step).
+pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
+            libglib2.0-dev flex bison device-tree-compiler bzip2 xz-utils
+            ccache ca-certificates libjson-c-dev)
+# Tests: firmware for -kernel boots (SeaBIOS, option ROMs), the guest image
+# ingredients, static libc for the in-guest program, pycotap for QEMU's
+# functional-test style runner.
+pkgs_check=(seabios qemu-system-data busybox-static cpio libc6-dev
+            python3-pycotap)
+# Benchmarks: the plot.
+pkgs_bench=(python3-matplotlib)
+
+# Packages that must come from bookworm-backports (bookworm's own are too old).
+backports=(meson python3-pycotap)
+meson_min=1.5
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(build)
+
+want=()
+for g in "${groups[@]}"; do
+    case "$g" in
+    build) want+=("${pkgs_build[@]}") ;;
+    check) want+=("${pkgs_build[@]}" "${pkgs_check[@]}") ;;
+    bench) want+=("${pkgs_build[@]}" "${pkgs_check[@]}" "${pkgs_bench[@]}") ;;
+    *) echo "install-deps: unknown group '$g' (build, check, bench)" >&2; exit 2 ;;
+    esac
+done
+mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]
+}
+
+missing=()
+for p in "${want[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+
+meson_too_old=false
+if installed meson; then
+    v=$(dpkg-query -W -f='${Version}' meson)
+    if dpkg --compare-versions "$v" lt "$meson_min"; then
+        meson_too_old=true
+        missing+=(meson)
+    fi
+fi
+
+# Is the QEMU source package reachable (deb-src)?  Only needed to fetch it;
+# scripts/fetch-qemu.sh falls back to ../shared/qemu with a warning.
+sources_file=/etc/apt/sources.list.d/vfio-user-dma.sources
+need_sources=false
+[ -e "$sources_file" ] || need_sources=true
+
+if [ ${#missing[@]} -eq 0 ] && ! $need_sources; then
+    exit 0
+fi
+
+apt_lines="Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+
+if [ "$(id -u)" -ne 0 ]; then
+    {
+        echo "install-deps: not root; these steps are needed first:"
+        if $need_sources; then
+            echo "  1. create $sources_file with:"
+            sed 's/^/       /' <<<"$apt_lines"
+        fi
+        if [ ${#missing[@]} -gt 0 ]; then
+            echo "  2. apt-get update && apt-get install -y -t bookworm-backports ${missing[*]}"
+            $meson_too_old && echo "     (meson >= $meson_min is required; bookworm has an older one)"
+        fi
+    } >&2
+    exit 1
+fi
+
+if $need_sources; then
+    echo "install-deps: adding $sources_file (deb-src for the QEMU source package, bookworm-backports)"
+    printf '%s\n' "$apt_lines" > "$sources_file"
+fi
+echo "install-deps: apt-get update"
+apt-get update -qq
+if [ ${#missing[@]} -gt 0 ]; then
+    # Backports packages are named with -t; the rest come from bookworm.
+    bp=() main=()
+    for p in "${missing[@]}"; do
+        if [[ " ${backports[*]} " == *" $p "* ]]; then bp+=("$p"); else main+=("$p"); fi
+    done
+    export DEBIAN_FRONTEND=noninteractive
+    if [ ${#main[@]} -gt 0 ]; then
+        echo "install-deps: installing ${main[*]}"
+        apt-get install -y -qq --no-install-recommends "${main[@]}" >/dev/null
+    fi
+    if [ ${#bp[@]} -gt 0 ]; then
+        echo "install-deps: installing from bookworm-backports: ${bp[*]}"
+        apt-get install -y -qq --no-install-recommends -t bookworm-backports "${bp[@]}" >/dev/null
+    fi
+fi
+"$here/install-deps.sh" "${groups[@]}" >/dev/null 2>&1 || {
+    echo "install-deps: packages still missing after install" >&2
+    exit 1
+}
