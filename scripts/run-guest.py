@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Boot the test guest against vfio-user-dma-server and report the DMA run.
+
+    scripts/run-guest.py --qemu Q --server S --guest-dir D
+        [--memory memfd|ram|file-private|file-shared]
+        [--dma-access auto|mmap|file-io|message] [--legacy]
+
+Starts the server, boots the guest (TCG) with the DMA engine attached as
+vfio-user-pci, and prints which access mode each DMA region got, what the
+guest moved and verified, and the server's per-mode counters.  Exit status
+0 means the guest verified every transfer and both sides shut down cleanly.
+--json FILE also writes everything it found, for tests/guest/run-tests.py.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+MEMORY_ID = "guestram"      # backend id; error messages must name it
+RAM_SIZE = "256M"
+# Physically contiguous DMA memory for dmatest: kept from the guest kernel
+# with memmap=, so it must lie inside RAM_SIZE.
+DMA_PHYS = 0x8000000
+DMA_SIZE = 16 << 20
+
+REGION_RE = re.compile(r"^dma-region iova=0x([0-9a-f]+) size=0x([0-9a-f]+) "
+                       r"mode=(\S+) fd=(\S+)")
+RESULT_RE = re.compile(r"DMATEST RESULT pass=(\d+) fail=(\d+) bytes=(\d+) "
+                       r"mbps=([0-9.]+) irqs=(\d+)")
+COUNTERS_RE = re.compile(r"DMATEST COUNTERS (.*)")
+
+
+def memory_args(kind, workdir):
+    if kind == "ram":
+        obj = f"memory-backend-ram,id={MEMORY_ID},size={RAM_SIZE}"
+    elif kind == "memfd":
+        obj = f"memory-backend-memfd,id={MEMORY_ID},size={RAM_SIZE},share=on"
+    else:
+        share = "on" if kind == "file-shared" else "off"
+        path = os.path.join(workdir, "guest-ram")
+        obj = (f"memory-backend-file,id={MEMORY_ID},size={RAM_SIZE},"
+               f"mem-path={path},share={share}")
+    return ["-object", obj, "-machine", f"memory-backend={MEMORY_ID}"]
+
+
+def stop(proc, grace):
+    """Ask a child to exit, then insist; never leave it behind."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_socket(path, server, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        if server.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def parse_outputs(workdir):
+    out = {"regions": [], "result": None, "guest_counters": None, "stats": None}
+    with open(os.path.join(workdir, "server.log"), errors="replace") as f:
+        out["server_log"] = f.read()
+    for line in out["server_log"].splitlines():
+        m = REGION_RE.match(line)
+        if m:
+            out["regions"].append({"iova": int(m.group(1), 16), "size": int(m.group(2), 16),
+                                   "mode": m.group(3), "fd": m.group(4) == "yes"})
+    with open(os.path.join(workdir, "guest.log"), errors="replace") as f:
+        guest = f.read()
+    m = RESULT_RE.search(guest)
+    if m:
+        out["result"] = {"pass": int(m.group(1)), "fail": int(m.group(2)),
+                         "bytes": int(m.group(3)), "mbps": float(m.group(4)),
+                         "irqs": int(m.group(5))}
+    m = COUNTERS_RE.search(guest)
+    if m:
+        out["guest_counters"] = {k: int(v) for k, v in
+                                 (kv.split("=") for kv in m.group(1).split())}
+    out["guest_failures"] = [l.strip() for l in guest.splitlines()
+                             if "DMATEST FAIL" in l or "DMATEST ERROR" in l]
+    try:
+        with open(os.path.join(workdir, "stats.json")) as f:
+            out["stats"] = json.load(f)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def dma_region_mode(regions):
+    """Mode of the last mapping that covers the guest's DMA buffer."""
+    mode = None
+    for r in regions:
+        if r["iova"] <= DMA_PHYS and DMA_PHYS + DMA_SIZE <= r["iova"] + r["size"]:
+            mode = r["mode"]
+    return mode
+
+
+def run(args, workdir):
+    sock = os.path.join(workdir, "dma.sock")
+    logs = {n: open(os.path.join(workdir, n), "w")
+            for n in ("server.log", "guest.log", "qemu.err")}
+    server_cmd = [args.server, "--socket", sock, "--log", os.path.join(workdir, "server.log"),
+                  "--stats", os.path.join(workdir, "stats.json")]
+    if args.legacy:
+        server_cmd.append("--legacy")
+    device = {"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}}
+    if args.dma_access:
+        device["dma-access"] = args.dma_access
+    append = (f"console=ttyS0 quiet panic=-1 memmap={DMA_SIZE >> 20}M${DMA_PHYS:#x} "
+              f"iomem=relaxed dmatest.args=phys={DMA_PHYS:#x},size={DMA_SIZE},irq={args.irq}")
+    if args.sizes:
+        append += f",sizes={args.sizes}"
+    qemu_cmd = [args.qemu, "-accel", "tcg", "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
+                "-m", RAM_SIZE, "-nographic", "-no-reboot", "-nic", "none",
+                "-kernel", os.path.join(args.guest_dir, "vmlinuz"),
+                "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
+                "-append", append, "-device", json.dumps(device)]
+    qemu_cmd[1:1] = memory_args(args.memory, workdir)
+
+    info = {"qemu_rc": None, "server_rc": None, "timed_out": False}
+    server = qemu = None
+    start = time.monotonic()
+    try:
+        server = subprocess.Popen(server_cmd, stdin=subprocess.DEVNULL,
+                                  stdout=logs["server.log"], stderr=subprocess.STDOUT)
+        if not wait_for_socket(sock, server, 5):
+            logs["server.log"].flush()
+            with open(os.path.join(workdir, "server.log"), errors="replace") as f:
+                raise RuntimeError("server did not create its socket: " + f.read().strip())
+        qemu = subprocess.Popen(qemu_cmd, stdin=subprocess.DEVNULL,
+                                stdout=logs["guest.log"], stderr=logs["qemu.err"])
+        try:
+            info["qemu_rc"] = qemu.wait(args.timeout)
+        except subprocess.TimeoutExpired:
+            info["timed_out"] = True
+            stop(qemu, 5)
+        # The server leaves by itself once QEMU has gone; if QEMU never
+        # connected (its socket is still there), there is nothing to wait for.
+        if os.path.exists(sock):
+            stop(server, 5)
+        try:
+            info["server_rc"] = server.wait(10)
+        except subprocess.TimeoutExpired:
+            stop(server, 5)
+            info["server_rc"] = "hung"
+    finally:
+        stop(qemu, 5)
+        stop(server, 5)
+        for f in logs.values():
+            f.close()
+        ram_file = os.path.join(workdir, "guest-ram")
+        if os.path.exists(ram_file):
+            os.unlink(ram_file)
+    info["seconds"] = round(time.monotonic() - start, 1)
+    info.update(parse_outputs(workdir))
+    with open(os.path.join(workdir, "qemu.err"), errors="replace") as f:
+        info["qemu_err"] = f.read()
+    info["dma_region_mode"] = dma_region_mode(info["regions"])
+    res = info["result"]
+    info["pass"] = (info["qemu_rc"] == 0 and info["server_rc"] == 0 and res is not None
+                    and res["fail"] == 0 and res["pass"] > 0)
+    return info
+
+
+def summarize(args, info):
+    mode = args.dma_access or "(default)"
+    print(f"memory={args.memory} dma-access={mode} server={'legacy' if args.legacy else 'current'}"
+          f" time={info['seconds']}s")
+    if info["timed_out"]:
+        print(f"  guest did not finish within {args.timeout}s")
+    if info["qemu_rc"] not in (0, None):
+        print(f"  QEMU exited with status {info['qemu_rc']}:")
+        for line in info["qemu_err"].strip().splitlines()[-5:]:
+            print(f"    {line}")
+    print("  DMA regions (from the server log):")
+    for r in info["regions"]:
+        print(f"    iova 0x{r['iova']:x}+0x{r['size']:x} {r['mode']}"
+              f"{' (fd)' if r['fd'] else ''}")
+    print(f"  guest DMA buffer at 0x{DMA_PHYS:x} is served by: {info['dma_region_mode']}")
+    res = info["result"]
+    if res:
+        print(f"  guest: {res['pass']} transfers verified, {res['fail']} failed, "
+              f"{res['bytes']} bytes, {res['mbps']} MB/s, {res['irqs']} interrupts")
+    else:
+        print("  guest: no result line")
+    for line in info["guest_failures"]:
+        print(f"    {line}")
+    if info["stats"]:
+        s = info["stats"]
+        print("  server counters: " + ", ".join(
+            f"{m} {s[m]['bytes']} bytes/{s[m]['ops']} ops" for m in ("mmap", "file-io", "message")))
+    print("PASS" if info["pass"] else "FAIL")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--qemu", required=True)
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--guest-dir", required=True)
+    ap.add_argument("--memory", default="memfd",
+                    choices=["memfd", "ram", "file-private", "file-shared"])
+    ap.add_argument("--dma-access", choices=["auto", "mmap", "file-io", "message"],
+                    help="vfio-user-pci dma-access property (not passed when omitted)")
+    ap.add_argument("--legacy", action="store_true", help="run the server in --legacy mode")
+    ap.add_argument("--irq", default="intx", choices=["intx", "poll"])
+    ap.add_argument("--sizes", help="transfer sizes, colon separated")
+    ap.add_argument("--timeout", type=float, default=90)
+    ap.add_argument("--workdir", help="keep logs here (default: a temporary directory)")
+    ap.add_argument("--json", help="write the collected results to this file")
+    args = ap.parse_args()
+
+    for f in ("vmlinuz", "initrd.gz"):
+        if not os.path.isfile(os.path.join(args.guest_dir, f)):
+            sys.exit(f"error: {args.guest_dir}/{f} missing; build it with guest/build-image.sh")
+    for prog in (args.qemu, args.server):
+        if not os.access(prog, os.X_OK):
+            sys.exit(f"error: {prog} is not an executable")
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="run-guest-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        info = run(args, workdir)
+    except KeyboardInterrupt:
+        print("interrupted; both sides stopped")
+        return 130
+    except RuntimeError as e:
+        print(f"error: {e}")
+        info = None
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if info is None:
+        return 1
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=1)
+    summarize(args, info)
+    return 0 if info["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
