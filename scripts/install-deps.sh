@@ -91,7 +91,13 @@ if [ "$(id -u)" -ne 0 ]; then
             sed 's/^/       /' <<<"$apt_lines"
         fi
         if [ ${#missing[@]} -gt 0 ]; then
-            echo "  2. apt-get update && apt-get install -y -t bookworm-backports ${missing[*]}"
+            local_bp=() local_main=()
+            for p in "${missing[@]}"; do
+                if [[ " ${backports[*]} " == *" $p "* ]]; then local_bp+=("$p"); else local_main+=("$p"); fi
+            done
+            echo "  2. apt-get update"
+            [ ${#local_main[@]} -eq 0 ] || echo "     apt-get install -y ${local_main[*]}"
+            [ ${#local_bp[@]} -eq 0 ] || echo "     apt-get install -y -t bookworm-backports ${local_bp[*]}"
             $meson_too_old && echo "     (meson >= $meson_min is required; bookworm has an older one)"
         fi
     } >&2
