@@ -38,8 +38,14 @@ if [ ! -f "$build/build.ninja" ] || [ "$(cat "$build/.configured-with" 2>/dev/nu
     echo "$want" > "$build/.configured-with"
 fi
 
-# Only ask ninja for targets this tree defines (the vfio-user qtest exists
-# only once the series adds it).
+# Regenerate build.ninja first if meson files changed (a new patch may add
+# targets), then ask ninja only for targets this tree defines: the
+# vfio-user qtest exists only once the series adds it.
+if ! ninja -C "$build" build.ninja > "$build/ninja.log" 2>&1; then
+    tail -n 30 "$build/ninja.log" >&2
+    echo "build-qemu: meson reconfiguration failed (log: $build/ninja.log)" >&2
+    exit 1
+fi
 have=()
 for t in "${targets[@]}"; do
     if ninja -C "$build" -t query "$t" >/dev/null 2>&1; then
@@ -51,7 +57,7 @@ done
 [ ${#have[@]} -gt 0 ] || exit 0
 echo "build-qemu: ninja ${have[*]} in $build"
 if ! ninja -C "$build" -j"${JOBS:-$(nproc)}" "${have[@]}" > "$build/ninja.log" 2>&1; then
-    grep -E 'error|FAILED' -A3 "$build/ninja.log" | head -n 60 >&2
+    grep -a -E 'error|FAILED' -A3 "$build/ninja.log" | head -n 60 >&2
     echo "build-qemu: build failed (log: $build/ninja.log)" >&2
     exit 1
 fi

@@ -31,6 +31,7 @@ DMA_SIZE = 16 << 20
 
 REGION_RE = re.compile(r"^dma-region iova=0x([0-9a-f]+) size=0x([0-9a-f]+) "
                        r"mode=(\S+) fd=(\S+)")
+UNMAP_RE = re.compile(r"^dma-unmap iova=0x([0-9a-f]+) size=0x([0-9a-f]+)")
 RESULT_RE = re.compile(r"DMATEST RESULT pass=(\d+) fail=(\d+) bytes=(\d+) "
                        r"mbps=([0-9.]+) irqs=(\d+)")
 COUNTERS_RE = re.compile(r"DMATEST COUNTERS (.*)")
@@ -76,11 +77,20 @@ def parse_outputs(workdir):
     out = {"regions": [], "result": None, "guest_counters": None, "stats": None}
     with open(os.path.join(workdir, "server.log"), errors="replace") as f:
         out["server_log"] = f.read()
+    # "regions": every mapping ever made, in order; "final_regions": the
+    # ones still mapped when the client left.
+    live = {}
     for line in out["server_log"].splitlines():
         m = REGION_RE.match(line)
         if m:
-            out["regions"].append({"iova": int(m.group(1), 16), "size": int(m.group(2), 16),
-                                   "mode": m.group(3), "fd": m.group(4) == "yes"})
+            r = {"iova": int(m.group(1), 16), "size": int(m.group(2), 16),
+                 "mode": m.group(3), "fd": m.group(4) == "yes"}
+            out["regions"].append(r)
+            live[(r["iova"], r["size"])] = r
+        m = UNMAP_RE.match(line)
+        if m:
+            live.pop((int(m.group(1), 16), int(m.group(2), 16)), None)
+    out["final_regions"] = sorted(live.values(), key=lambda r: r["iova"])
     with open(os.path.join(workdir, "guest.log"), errors="replace") as f:
         guest = f.read()
     m = RESULT_RE.search(guest)
@@ -170,7 +180,10 @@ def run(args, workdir):
     info["seconds"] = round(time.monotonic() - start, 1)
     info.update(parse_outputs(workdir))
     with open(os.path.join(workdir, "qemu.err"), errors="replace") as f:
-        info["qemu_err"] = f.read()
+        # a client that lost its server can log thousands of lines: keep
+        # the start (startup errors) and the end
+        err = f.read()
+        info["qemu_err"] = err if len(err) < 20000 else err[:10000] + "\n...\n" + err[-10000:]
     info["dma_region_mode"] = dma_region_mode(info["regions"])
     res = info["result"]
     info["pass"] = (info["qemu_rc"] == 0 and info["server_rc"] == 0 and res is not None
@@ -188,8 +201,9 @@ def summarize(args, info):
         print(f"  QEMU exited with status {info['qemu_rc']}:")
         for line in info["qemu_err"].strip().splitlines()[-5:]:
             print(f"    {line}")
-    print("  DMA regions (from the server log):")
-    for r in info["regions"]:
+    print(f"  DMA regions mapped at the end ({len(info['regions'])} maps in all, "
+          "from the server log):")
+    for r in info["final_regions"]:
         print(f"    iova 0x{r['iova']:x}+0x{r['size']:x} {r['mode']}"
               f"{' (fd)' if r['fd'] else ''}")
     print(f"  guest DMA buffer at 0x{DMA_PHYS:x} is served by: {info['dma_region_mode']}")

@@ -8,7 +8,8 @@ set -uo pipefail
 build=${1:?usage: run-qtest.sh QEMU_BUILD_DIR [TEST_NAME]}
 name=${2:-qtest-x86_64/vfio-user-test}
 
-if ! meson test -C "$build" --list 2>/dev/null | grep -qxF "$name"; then
+tests=$(meson test -C "$build" --list 2>/dev/null)
+if ! grep -q -- " / $name\$" <<<"$tests"; then
     # A series without its qtest is a failure, not a skip.
     echo "not ok 1 - $name is not registered in $build (is the series applied?)"
     exit 1
@@ -21,7 +22,7 @@ import json, sys
 path, name = sys.argv[1], sys.argv[2]
 for line in open(path):
     rec = json.loads(line)
-    if rec.get("name") == name:
+    if rec.get("name", "").endswith("/ " + name):
         sys.stdout.write(rec.get("stdout") or "")
         if rec.get("stderr"):
             for l in rec["stderr"].splitlines():
