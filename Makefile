@@ -23,8 +23,8 @@ BASELINE_QEMU := $(BASELINE_BUILD)/qemu-system-x86_64
 PROJECT_BUILD := $(BUILD)/project
 SERVER := $(PROJECT_BUILD)/server/vfio-user-dma-server
 GUEST_DIR := $(BUILD)/guest
-LVU_PREFIX := $(BUILD)/libvfio-user/install
-INTEROP_SERVER := $(PROJECT_BUILD)/tests/interop/interop-server
+LVU_PREFIX := $(BUILD)/libvfio-user
+INTEROP_SERVER := $(PROJECT_BUILD)/tests/interop/lvu-interop-server
 
 # Options of `make run`.
 MEMORY ?= memfd
@@ -38,7 +38,7 @@ export CCACHE_NOHASHDIR := 1
 export BUILD_DIR := $(BUILD)
 
 .PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
-        project libvfio-user guest run check check-quick check-series \
+        qemu-with-tests project libvfio-user guest run check check-quick check-series \
         check-qtest check-guest check-interop check-harness export-series \
         bench clean distclean
 
@@ -106,6 +106,7 @@ SUITES_QUICK = \
 	"harness=tests/harness/run-tests.sh" \
 	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
 	"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
+	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
 
 check-quick: deps-check qemu-with-tests project guest
@@ -128,6 +129,7 @@ check-guest: deps-check qemu project guest
 
 check-interop: qemu project
 	@$(PYTHON) scripts/run-tests.py \
+		"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 		"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
 
 check-harness:

@@ -13,10 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # QEMU build: compiler tool chain, meson >= 1.5 (backports), glib, and what the
 # +ds tarball needs to configure (flex/bison for the dtc-less parts, dtc for
-# the pc-bios/dtb step).
+# the pc-bios/dtb step); json-c and cmocka for building the libvfio-user copy
+# in QEMU's tree (its meson.build wants cmocka even with its tests off).
 pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
             libglib2.0-dev flex bison device-tree-compiler bzip2 xz-utils
-            ccache ca-certificates libjson-c-dev)
+            ccache ca-certificates libjson-c-dev libcmocka-dev)
 # Tests: firmware for -kernel boots (SeaBIOS, option ROMs), the guest image
 # ingredients, static libc for the in-guest program, pycotap for QEMU's
 # functional-test style runner.
