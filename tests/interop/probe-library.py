@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""Probe what the bundled libvfio-user accepts, with a raw vfio-user client.
+
+QEMU's client only ever sends well-formed requests, so this script plays the
+client itself against lvu-interop-server to record the library's behaviour
+on the points the DMA access-mode work depends on: DMA_MAP flag bits, fd
+rules, overlapping maps, the message-DMA wire layout it expects, the
+DMA_WRITE reply check and how it splits transfers at the client's
+max_data_xfer_size.  docs/interop-libvfio-user.md describes the results.
+Output is TAP; the exit status is non-zero if the library behaves
+differently from what the document says.
+
+usage: probe-library.py --server SERVER
+"""
+
+import argparse
+import json
+import os
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+sys.dont_write_bytecode = True     # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interop_common import (KiB, Proc, Tap, TestFailure,  # noqa: E402
+                            Timeout, check, pattern)
+
+# vfio-user commands and header bits
+VERSION, DMA_MAP, DMA_UNMAP = 1, 2, 3
+REGION_READ, REGION_WRITE, DMA_READ, DMA_WRITE = 9, 10, 11, 12
+T_REPLY, F_ERROR = 0x1, 0x20
+HDR = struct.Struct('<HHIII')       # id, command, size, flags, error
+BAR0 = 0
+
+CLIENT_MAX_XFER = 64 * KiB          # small, to watch the library split
+EINVAL, EPERM, EFAULT = 22, 1, 14
+TIMEOUT = 10
+
+# server BAR0 registers and commands (see lvu-interop-server.c)
+REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED, REG_CMD = 0, 4, 8, 0xC, 0x10
+OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
+METHOD_MSG, METHOD_MAP = 0, 1
+
+
+class Client:
+    def __init__(self, path, server):
+        self.server = server
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(path)
+        self.next_id = 1
+        self.requests = []          # server->client requests seen
+        self.eof = False
+
+    def send(self, cmd, payload, fds=(), msg_id=None, flags=0, error=0):
+        if msg_id is None:
+            msg_id, self.next_id = self.next_id, self.next_id + 1
+        data = HDR.pack(msg_id, cmd, HDR.size + len(payload), flags,
+                        error) + payload
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.sock.sendall(data)
+        return msg_id
+
+    def _recv_exact(self, n):
+        buf = b''
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except socket.timeout:
+                raise Timeout('no data from the server')
+            check(chunk, 'server closed the connection')
+            buf += chunk
+        return buf
+
+    def recv(self):
+        msg_id, cmd, size, flags, error = HDR.unpack(self._recv_exact(HDR.size))
+        check(size >= HDR.size, 'bad message size %d' % size)
+        return msg_id, cmd, flags, error, self._recv_exact(size - HDR.size)
+
+    def call(self, cmd, payload, fds=()):
+        """Send a request, return (error, payload) of its reply."""
+        msg_id = self.send(cmd, payload, fds)
+        rid, rcmd, flags, error, body = self.recv()
+        check(rid == msg_id and rcmd == cmd and flags & 0xF == T_REPLY,
+              'unexpected message id=%d cmd=%d flags=%#x' % (rid, rcmd, flags))
+        return (error if flags & F_ERROR else 0), body
+
+    def negotiate(self):
+        caps = json.dumps({'capabilities': {
+            'max_msg_fds': 8, 'max_data_xfer_size': CLIENT_MAX_XFER}})
+        err, body = self.call(VERSION, struct.pack('<HH', 0, 1) +
+                              caps.encode() + b'\0')
+        check(err == 0, 'VERSION failed: %d' % err)
+        major, minor = struct.unpack_from('<HH', body)
+        return major, minor, json.loads(body[4:].rstrip(b'\0'))
+
+    def dma_map(self, flags, addr, size, offset=0, fd=None):
+        err, _ = self.call(DMA_MAP, struct.pack('<IIQQQ', 32, flags, offset,
+                                                addr, size),
+                           [fd] if fd is not None else ())
+        return err
+
+    def reg_write(self, reg, val):
+        err, _ = self.call(REGION_WRITE, struct.pack('<QII', reg, BAR0, 4) +
+                           struct.pack('<I', val))
+        check(err == 0, 'REGION_WRITE failed: %d' % err)
+
+    def command(self, op, method, addr, length, seed=0, answer=None):
+        """Start a server command; answer its DMA requests with answer().
+        Returns (ok, errno, crc) from the server's report."""
+        for reg, val in ((REG_ADDR_LO, addr & 0xFFFFFFFF),
+                         (REG_ADDR_HI, addr >> 32), (REG_LEN, length),
+                         (REG_SEED, seed)):
+            self.reg_write(reg, val)
+        self.reg_write(REG_CMD, op | method << 8)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            for ln in drain(self.server):
+                m = re.search(r'^xfer .* status=(\w+) errno=(\d+) '
+                              r'crc=0x(\w+)$', ln)
+                if m:
+                    return (m.group(1) == 'ok', int(m.group(2)),
+                            int(m.group(3), 16))
+            if self.eof:
+                time.sleep(0.1)
+            elif select.select([self.sock], [], [], 0.1)[0]:
+                if not self.sock.recv(1, socket.MSG_PEEK):
+                    self.eof = True     # dropped by the library; the
+                    continue            # server still reports the result
+                msg_id, cmd, flags, error, body = self.recv()
+                self.requests.append((cmd, body))
+                check(answer is not None, 'unexpected request %d' % cmd)
+                answer(self, msg_id, cmd, body)
+        raise Timeout('server did not finish the command')
+
+    def reply(self, msg_id, cmd, payload, error=0):
+        self.send(cmd, payload, msg_id=msg_id,
+                  flags=T_REPLY | (F_ERROR if error else 0), error=error)
+
+
+class GuestMemory:
+    """The client side of DMA_READ/DMA_WRITE for one IOVA window."""
+
+    def __init__(self, base, size):
+        self.base, self.mem = base, bytearray(size)
+
+    def answer(self, client, msg_id, cmd, body):
+        addr, count = struct.unpack_from('<QQ', body)
+        off = addr - self.base
+        if off < 0 or off + count > len(self.mem) or count > CLIENT_MAX_XFER:
+            client.reply(msg_id, cmd, b'', error=EFAULT)
+        elif cmd == DMA_WRITE:
+            self.mem[off:off + count] = body[16:16 + count]
+            client.reply(msg_id, cmd, struct.pack('<QQ', addr, count))
+        else:
+            client.reply(msg_id, cmd, struct.pack('<QQ', addr, count) +
+                         bytes(self.mem[off:off + count]))
+
+
+def drain(proc):
+    out = []
+    while not proc.lines.empty():
+        ln = proc.lines.get_nowait()
+        if ln is not None:
+            out.append(ln)
+    return out
+
+
+def memfd(size, data=b''):
+    fd = os.memfd_create('probe-guest-ram')
+    os.ftruncate(fd, size)
+    if data:
+        os.pwrite(fd, data, 0)
+    return fd
+
+
+# IOVA layout used by the probes
+WIN = 0x100000           # message-DMA window, no fd
+WIN_SIZE = 1 << 20
+MAPPED = 0x400000        # memfd-backed window
+MAPPED_SIZE = 1 << 20
+MAP_FILE_OFFSET = 0x3000
+
+
+def probes(c, guest):
+    """(name, function) pairs; each function raises TestFailure."""
+
+    def refused(flags, fd_kind):
+        def run():
+            fd = memfd(MAPPED_SIZE) if fd_kind == 'memfd' else None
+            try:
+                err = c.dma_map(flags, 0x10000000, 0x10000, 0, fd)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            check(err == EINVAL, 'flags %#x (%s): error %d, expected EINVAL'
+                  % (flags, fd_kind, err))
+        return run
+
+    def map_memfd():
+        # file position = offset + (dma address - region start)
+        data = os.urandom(8 * KiB)
+        fd = c.map_fd = memfd(MAP_FILE_OFFSET + MAPPED_SIZE)
+        os.pwrite(fd, data, MAP_FILE_OFFSET + 0x5000)
+        err = c.dma_map(0x3, MAPPED, MAPPED_SIZE, MAP_FILE_OFFSET, fd)
+        check(err == 0, 'legacy map with memfd failed: %d' % err)
+        ok, err, crc = c.command(OP_FROM_GUEST, METHOD_MAP, MAPPED + 0x5000,
+                                 len(data))
+        check(ok and crc == zlib.crc32(data),
+              'mapped read wrong (ok=%s errno=%d)' % (ok, err))
+
+    def same_again():
+        # the spec wants EEXIST; this library treats a repeat as a no-op
+        err = c.dma_map(0x3, MAPPED, MAPPED_SIZE, MAP_FILE_OFFSET, c.map_fd)
+        check(err == 0, 'identical re-map: error %d' % err)
+
+    def same_range_other_file():
+        fd = memfd(MAP_FILE_OFFSET + MAPPED_SIZE)
+        try:
+            err = c.dma_map(0x3, MAPPED, MAPPED_SIZE, MAP_FILE_OFFSET, fd)
+        finally:
+            os.close(fd)
+        check(err == EINVAL, 'same range, other file: error %d' % err)
+
+    def overlap():
+        err = c.dma_map(0x3, MAPPED + 0x1000, 0x1000)
+        check(err == EINVAL, 'overlapping map: error %d (spec: EEXIST; '
+              'this library: EINVAL)' % err)
+
+    def proc_mem_no_bits():
+        # a /proc/PID/mem fd in legacy form: the library tries mmap(), fails
+        fd = os.open('/proc/self/mem', os.O_RDWR)
+        try:
+            err = c.dma_map(0x3, 0x20000000, 0x1000, 0x1000, fd)
+        finally:
+            os.close(fd)
+        check(err != 0, 'library accepted an unmappable fd')
+        print('# /proc/self/mem legacy map refused with errno %d' % err)
+
+    def map_no_fd():
+        check(c.dma_map(0x3, WIN, WIN_SIZE) == 0, 'map without fd failed')
+        ok, err, _ = c.command(OP_FROM_GUEST, METHOD_MAP, WIN, 4 * KiB)
+        check(not ok and err == EFAULT,
+              'direct access without fd: ok=%s errno=%d' % (ok, err))
+
+    def msg_write_layout():
+        c.requests.clear()
+        ok, err, _ = c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 7)
+        ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB,
+                               answer=guest.answer)
+        check(ok, 'to-guest failed: %d' % err)
+        cmd, body = c.requests[0]
+        addr, count = struct.unpack_from('<QQ', body)
+        check(cmd == DMA_WRITE and addr == WIN and count == 4 * KiB and
+              len(body) == 16 + count and body[16:] == pattern(7, count),
+              'DMA_WRITE payload is not address u64, count u64, data')
+
+    def msg_read_layout():
+        data = os.urandom(4 * KiB)
+        guest.mem[0:len(data)] = data
+        c.requests.clear()
+        ok, err, crc = c.command(OP_FROM_GUEST, METHOD_MSG, WIN, len(data),
+                                 answer=guest.answer)
+        check(ok and crc == zlib.crc32(data), 'DMA_READ round trip failed')
+        cmd, body = c.requests[0]
+        check(cmd == DMA_READ and len(body) == 16 and
+              struct.unpack('<QQ', body) == (WIN, len(data)),
+              'DMA_READ request is not address u64, count u64')
+
+    def split():
+        c.requests.clear()
+        n = 3 * CLIENT_MAX_XFER + 8 * KiB
+        c.command(OP_PATTERN, METHOD_MSG, 0, n, 9)
+        ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, n,
+                               answer=guest.answer)
+        check(ok and bytes(guest.mem[:n]) == pattern(9, n),
+              'split transfer failed: %d' % err)
+        seen = [struct.unpack_from('<QQ', b) for _, b in c.requests]
+        want = [(WIN + i * CLIENT_MAX_XFER, min(CLIENT_MAX_XFER,
+                                                n - i * CLIENT_MAX_XFER))
+                for i in range(4)]
+        check(seen == want, 'requests %s, expected %s' % (seen, want))
+
+    def split_tail_size():
+        # every chunk of a split DMA_WRITE is sent with a full-size payload,
+        # so the short last one carries stale bytes after its data
+        sizes = [len(b) - 16 for _, b in c.requests]
+        check(sizes == [CLIENT_MAX_XFER] * 4, 'data bytes per request: %s'
+              % sizes)
+
+    def split_read_padded():
+        # the library expects every DMA_READ reply at full chunk size, even
+        # for the short last chunk; padded replies go through
+        def answer(cl, msg_id, cmd, body):
+            addr, count = struct.unpack_from('<QQ', body)
+            off = addr - WIN
+            cl.reply(msg_id, cmd, struct.pack('<QQ', addr, count) +
+                     bytes(guest.mem[off:off + count]) +
+                     bytes(CLIENT_MAX_XFER - count))
+        n = 3 * CLIENT_MAX_XFER + 8 * KiB
+        guest.mem[0:n] = os.urandom(n)
+        ok, err, crc = c.command(OP_FROM_GUEST, METHOD_MSG, WIN, n,
+                                 answer=answer)
+        check(ok and crc == zlib.crc32(bytes(guest.mem[:n])),
+              'padded split read failed: ok=%s errno=%d' % (ok, err))
+
+    def offset_dropped():
+        # the request goes to the region start, not to WIN + 0x1000
+        c.requests.clear()
+        c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 11)
+        c.command(OP_TO_GUEST, METHOD_MSG, WIN + 0x1000, 4 * KiB,
+                  answer=guest.answer)
+        addr = struct.unpack_from('<Q', c.requests[0][1])[0]
+        check(addr == WIN, 'request address %#x' % addr)
+
+    def write_reply(payload_fn, expect_ok):
+        def answer(cl, msg_id, cmd, body):
+            addr, count = struct.unpack_from('<QQ', body)
+            cl.reply(msg_id, cmd, payload_fn(addr, count))
+
+        def run():
+            c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
+            ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB,
+                                   answer=answer)
+            check(ok == expect_ok, 'server reported ok=%s errno=%d'
+                  % (ok, err))
+        return run
+
+    def error_reply():
+        def answer(cl, msg_id, cmd, body):
+            cl.reply(msg_id, cmd, b'', error=EFAULT)
+        c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
+        ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB,
+                               answer=answer)
+        check(not ok and err == EFAULT, 'ok=%s errno=%d' % (ok, err))
+
+    def old_read_layout():
+        # QEMU 10.2.2: count u32 at 8, data at 12, padded to 16 + count
+        def answer(cl, msg_id, cmd, body):
+            addr, count = struct.unpack_from('<QQ', body)
+            cl.reply(msg_id, cmd, struct.pack('<QI', addr, count) +
+                     bytes(guest.mem[:count]) + bytes(4))
+        guest.mem[0:4 * KiB] = os.urandom(4 * KiB)
+        ok, err, _ = c.command(OP_FROM_GUEST, METHOD_MSG, WIN, 4 * KiB,
+                               answer=answer)
+        check(not ok and err == EINVAL, 'ok=%s errno=%d' % (ok, err))
+
+    def read_only():
+        check(c.dma_map(0x1, 0x800000, 0x10000) == 0, 'read-only map failed')
+        ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, 0x800000, 4 * KiB,
+                               answer=guest.answer)
+        check(not ok and err in (EPERM, 13), 'write into a read-only region: '
+              'ok=%s errno=%d' % (ok, err))
+
+    return [
+        ('DMA_MAP flags 0x7 (mmap bit) with fd: EINVAL',
+         refused(0x7, 'memfd')),
+        ('DMA_MAP flags 0xb (file-io bit) with fd: EINVAL',
+         refused(0xB, 'memfd')),
+        ('DMA_MAP flags 0x7 without fd: EINVAL', refused(0x7, 'none')),
+        ('DMA_MAP flags 0x13 (unknown bit): EINVAL', refused(0x13, 'none')),
+        ('legacy map with memfd: mmap()ed at the file offset', map_memfd),
+        ('identical re-map (same file) accepted silently', same_again),
+        ('same range with another file: EINVAL', same_range_other_file),
+        ('overlapping map: EINVAL', overlap),
+        ('/proc/self/mem fd in legacy form is refused', proc_mem_no_bits),
+        ('map without fd: registered, direct access EFAULT', map_no_fd),
+        ('DMA_WRITE request layout: address, count u64, data @16',
+         msg_write_layout),
+        ('DMA_READ request layout: address, count u64',
+         msg_read_layout),
+        ('transfers split at the client max_data_xfer_size', split),
+        ('the last, shorter DMA_WRITE chunk still carries max bytes',
+         split_tail_size),
+        ('split DMA_READ works when the last reply is padded to full size',
+         split_read_padded),
+        ('message DMA address ignores the offset inside a region',
+         offset_dropped),
+        ('DMA_WRITE reply address+count u64 accepted',
+         write_reply(lambda a, n: struct.pack('<QQ', a, n), True)),
+        ('DMA_WRITE reply without payload rejected',
+         write_reply(lambda a, n: b'', False)),
+        ('DMA_WRITE reply with a wrong count rejected',
+         write_reply(lambda a, n: struct.pack('<QQ', a, n - 1), False)),
+        ('DMA_WRITE reply with a wrong address rejected',
+         write_reply(lambda a, n: struct.pack('<QQ', a + 8, n), False)),
+        ('error reply reaches the device as its errno', error_reply),
+        ('DMA_READ reply in the QEMU 10.2.2 layout: EINVAL', old_read_layout),
+        ('DMA_WRITE into a read-only region refused locally', read_only),
+    ]
+
+
+ENOTCONN = 107
+
+
+def short_write_reply(c, guest):
+    """DMA_WRITE reply with a 4-byte count (12-byte payload)."""
+    def answer(cl, msg_id, cmd, body):
+        addr, count = struct.unpack_from('<QQ', body)
+        cl.reply(msg_id, cmd, struct.pack('<QI', addr, count))
+    c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
+    return c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB, answer=answer)
+
+
+def exact_split_read(c, guest):
+    """Split DMA_READ answered exactly as the spec says (count bytes)."""
+    n = CLIENT_MAX_XFER + 8 * KiB
+    check(c.dma_map(0x3, WIN, WIN_SIZE) == 0, 'map without fd failed')
+    return c.command(OP_FROM_GUEST, METHOD_MSG, WIN, n, answer=guest.answer)
+
+
+def session(args, tap, with_probes, last_name, last_fn):
+    """One server process: optionally the probes, then one whose reply is
+    expected to make the library drop the connection."""
+    with tempfile.TemporaryDirectory(prefix='lvu-probe-') as tmp:
+        path = os.path.join(tmp, 'vfio-user.sock')
+        server = Proc([args.server, path, '30'], 'server')
+        c = None
+        broken = None
+        try:
+            server.expect(r'^ready$', TIMEOUT)
+            c = Client(path, server)
+            major, minor, caps = c.negotiate()
+            server.expect(r'^attached$', TIMEOUT)
+        except TestFailure as e:
+            broken = 'session setup failed: %s' % e
+        if with_probes:
+            cap = {} if broken else caps.get('capabilities', {})
+            tap.result(not broken and (major, minor) == (0, 1) and
+                       cap.get('max_data_xfer_size') == 1 << 20,
+                       'VERSION: 0.1, server max_data_xfer_size 1 MiB',
+                       broken or 'got %d.%d %s' % (major, minor, caps))
+            guest = GuestMemory(WIN, WIN_SIZE)
+            for name, fn in probes(c, guest):
+                if broken:
+                    tap.result(False, name, broken)
+                    continue
+                try:
+                    fn()
+                    tap.result(True, name)
+                except TestFailure as e:
+                    tap.result(False, name, str(e))
+                    if isinstance(e, Timeout):
+                        broken = 'not run: server stuck'
+        guest = GuestMemory(WIN, WIN_SIZE)
+        try:
+            check(not broken, broken)
+            ok, err, _ = last_fn(c, guest)
+            check(not ok and err == ENOTCONN,
+                  'library kept the connection (ok=%s errno=%d)' % (ok, err))
+            try:
+                server.p.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise TestFailure('server still running')
+            check('disconnected' in server.log, 'server did not report '
+                  'the disconnect')
+            tap.result(True, last_name)
+        except TestFailure as e:
+            tap.result(False, last_name, str(e))
+        if c:
+            c.sock.close()
+        rc = server.stop(timeout=10, term=c is None)
+        tap.result(rc == 0, 'server exits cleanly afterwards',
+                   'exit status %s' % rc)
+        if tap.failed:
+            for ln in server.log[-60:]:
+                print('# [server] ' + ln[:300])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--server', required=True)
+    args = ap.parse_args()
+    if not os.access(args.server, os.X_OK):
+        print('Bail out! not executable: %s' % args.server)
+        return 2
+    tap = Tap()
+    session(args, tap, True, 'DMA_WRITE reply with a 4-byte count (12-byte '
+            'payload): the library drops the connection', short_write_reply)
+    session(args, tap, False, 'split DMA_READ, last reply of exactly count '
+            'bytes: the library drops the connection', exact_split_read)
+    print('1..%d' % tap.n)
+    return 1 if tap.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
