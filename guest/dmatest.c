@@ -1,0 +1,383 @@
+/*
+ * dmatest: runs inside the test guest against the vfio-user DMA engine
+ * (docs/server.md) and verifies every byte it moves.
+ *
+ * DMA memory: the guest kernel is booted with memmap=SIZE$PHYS, which keeps
+ * that physical range out of the kernel's hands; we map it through /dev/mem
+ * and hand its physical addresses to the device (no IOMMU in the guest, so
+ * guest-physical addresses are the device's DMA addresses).
+ *
+ * Completion: with irq=intx the device is bound to uio_pci_generic and we
+ * block on /dev/uioN for the INTx interrupt; with irq=poll we poll STATUS.
+ *
+ * Arguments (key=value): phys=ADDR size=BYTES irq=intx|poll
+ * sizes=N:N:...  Output ends with one line:
+ *   DMATEST RESULT pass=N fail=M bytes=B mbps=X irqs=K
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VENDOR 0x1af4
+#define DEVICE 0x10f5
+#define WAIT_MS 20000
+
+enum {
+    REG_ID = 0x00, REG_SRC_LO = 0x08, REG_SRC_HI = 0x0c, REG_DST_LO = 0x10,
+    REG_DST_HI = 0x14, REG_LEN = 0x18, REG_CMD = 0x1c, REG_STATUS = 0x20,
+    REG_ERROR = 0x24, REG_IRQ_STATUS = 0x28, REG_IRQ_CTRL = 0x2c,
+    REG_BUF_SIZE = 0x30, REG_IRQ_COUNT = 0x34, REG_CSUM_LO = 0x38,
+    REG_CSUM_HI = 0x3c, REG_COUNTERS = 0x40,
+};
+enum { OP_TO_BUF = 1, OP_FROM_BUF = 2, OP_COPY = 3 };
+#define GUARD 64        /* bytes checked on each side of a written range */
+
+static volatile uint32_t *bar;
+static char devdir[300];
+static int uio_fd = -1;
+static unsigned long irqs_seen;
+
+static void die(const char *what)
+{
+    printf("DMATEST ERROR %s: %s\n", what, errno ? strerror(errno) : "failed");
+    printf("DMATEST RESULT pass=0 fail=1 bytes=0 mbps=0 irqs=0\n");
+    exit(1);
+}
+
+static uint32_t rd(unsigned off) { return bar[off / 4]; }
+static void wr(unsigned off, uint32_t v) { bar[off / 4] = v; }
+static uint64_t rd64(unsigned off) { return rd(off) | ((uint64_t)rd(off + 4) << 32); }
+
+static unsigned long read_hex_file(const char *dir, const char *name)
+{
+    char path[400], buf[32] = "";
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "r");
+    if (!f) {
+        return 0;
+    }
+    if (!fgets(buf, sizeof(buf), f)) {
+        buf[0] = 0;
+    }
+    fclose(f);
+    return strtoul(buf, NULL, 16);
+}
+
+static void find_device(void)
+{
+    DIR *dir = opendir("/sys/bus/pci/devices");
+    struct dirent *e;
+
+    if (!dir) {
+        die("opendir /sys/bus/pci/devices");
+    }
+    while ((e = readdir(dir))) {
+        char p[300];
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s", e->d_name);
+        if (read_hex_file(p, "vendor") == VENDOR && read_hex_file(p, "device") == DEVICE) {
+            strcpy(devdir, p);
+            closedir(dir);
+            printf("DMATEST device %s\n", e->d_name);
+            return;
+        }
+    }
+    closedir(dir);
+    errno = ENODEV;
+    die("no DMA engine device found");
+}
+
+/* Read-modify-write the PCI command register through sysfs. */
+static void config_command(uint16_t set, uint16_t clear)
+{
+    char p[400];
+    uint16_t cmd;
+    int fd;
+
+    snprintf(p, sizeof(p), "%s/config", devdir);
+    fd = open(p, O_RDWR);
+    if (fd < 0 || pread(fd, &cmd, 2, 4) != 2) {
+        die("read PCI command register");
+    }
+    cmd = (uint16_t)((cmd | set) & ~clear);
+    if (pwrite(fd, &cmd, 2, 4) != 2) {
+        die("write PCI command register");
+    }
+    close(fd);
+}
+
+static void bind_uio(void)
+{
+    char p[400], id[32];
+    int fd;
+    DIR *dir;
+    struct dirent *e;
+
+    fd = open("/sys/bus/pci/drivers/uio_pci_generic/new_id", O_WRONLY);
+    snprintf(id, sizeof(id), "%x %x", VENDOR, DEVICE);
+    if (fd < 0 || write(fd, id, strlen(id)) < 0) {
+        die("bind uio_pci_generic");
+    }
+    close(fd);
+    snprintf(p, sizeof(p), "%s/uio", devdir);
+    dir = opendir(p);
+    if (!dir) {
+        die("device has no uio node (uio_pci_generic refused it)");
+    }
+    while ((e = readdir(dir))) {
+        if (strncmp(e->d_name, "uio", 3) == 0) {
+            snprintf(p, sizeof(p), "/dev/%s", e->d_name);
+            uio_fd = open(p, O_RDWR);
+            break;
+        }
+    }
+    closedir(dir);
+    if (uio_fd < 0) {
+        die("open /dev/uioN");
+    }
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Wait for the command to finish; 0 on success. */
+static int wait_done(void)
+{
+    double deadline = now() + WAIT_MS / 1000.0;
+
+    if (uio_fd >= 0) {
+        struct pollfd p = { .fd = uio_fd, .events = POLLIN };
+        uint32_t count;
+        int r;
+        /* Wake up now and then to notice a device that went away. */
+        while ((r = poll(&p, 1, 500)) == 0 && now() < deadline &&
+               rd(REG_ID) == 0x31414d44) {
+        }
+        if (r != 1 || read(uio_fd, &count, 4) != 4) {
+            printf("DMATEST ERROR no completion interrupt (status 0x%x)\n", rd(REG_STATUS));
+            return rd(REG_ID) != 0x31414d44 ? -2 : -1;
+        }
+        irqs_seen++;
+        /* Acknowledge in the device, then let INTx through again (the uio
+         * driver disabled it in the command register). */
+        wr(REG_IRQ_STATUS, 1);
+        config_command(0, 0x400);
+    }
+    while (rd(REG_STATUS) & 1) {
+        if (rd(REG_ID) != 0x31414d44) {
+            /* reads of a dead vfio-user device return all ones */
+            printf("DMATEST ERROR device stopped responding\n");
+            return -2;
+        }
+        if (now() > deadline) {
+            printf("DMATEST ERROR command timed out\n");
+            return -1;
+        }
+        usleep(1000);
+    }
+    uint32_t st = rd(REG_STATUS);
+    if (st != 2) {
+        printf("DMATEST ERROR status 0x%x error %u\n", st, rd(REG_ERROR));
+        return -1;
+    }
+    wr(REG_STATUS, 2);
+    return 0;
+}
+
+static int run_op(uint32_t op, uint64_t src, uint64_t dst, uint32_t len)
+{
+    wr(REG_SRC_LO, (uint32_t)src);
+    wr(REG_SRC_HI, (uint32_t)(src >> 32));
+    wr(REG_DST_LO, (uint32_t)dst);
+    wr(REG_DST_HI, (uint32_t)(dst >> 32));
+    wr(REG_LEN, len);
+    wr(REG_CMD, op);
+    return wait_done();
+}
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    while (n--) {
+        h = (h ^ *p++) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
+}
+
+/* The destination range must equal the source and its surroundings must
+ * still hold the 0xa5 fill, or the device wrote where it should not. */
+static int check_copy(const char *name, const uint8_t *want, const uint8_t *got, size_t len)
+{
+    for (size_t i = 1; i <= GUARD; i++) {
+        if (got[-(ptrdiff_t)i] != 0xa5 || got[len + i - 1] != 0xa5) {
+            printf("DMATEST FAIL %s len=%zu: write outside the target range\n", name, len);
+            return -1;
+        }
+    }
+    if (memcmp(want, got, len) != 0) {
+        size_t i = 0;
+        while (want[i] == got[i]) {
+            i++;
+        }
+        printf("DMATEST FAIL %s len=%zu: first difference at byte %zu\n", name, len, i);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t phys = 0x8000000, size = 16 << 20;
+    const char *irq = "intx";
+    char sizes_arg[256] = "4096:65537:1052673:3145728";
+    unsigned pass = 0, fail = 0;
+    uint64_t bytes = 0;
+    double busy = 0;
+    int fd;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "phys=", 5)) {
+            phys = strtoull(argv[i] + 5, NULL, 0);
+        } else if (!strncmp(argv[i], "size=", 5)) {
+            size = strtoull(argv[i] + 5, NULL, 0);
+        } else if (!strncmp(argv[i], "irq=", 4)) {
+            irq = argv[i] + 4;
+        } else if (!strncmp(argv[i], "sizes=", 6)) {
+            snprintf(sizes_arg, sizeof(sizes_arg), "%s", argv[i] + 6);
+        } else {
+            printf("DMATEST ERROR unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+
+    find_device();
+    if (!strcmp(irq, "intx")) {
+        bind_uio();
+    } else if (strcmp(irq, "poll")) {
+        errno = EINVAL;
+        die("irq must be intx or poll");
+    }
+    config_command(0x6, 0);     /* memory decoding + bus mastering */
+
+    char res[400];
+    snprintf(res, sizeof(res), "%s/resource0", devdir);
+    fd = open(res, O_RDWR | O_SYNC);
+    if (fd < 0) {
+        die("open resource0");
+    }
+    bar = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (bar == MAP_FAILED) {
+        die("mmap resource0");
+    }
+    if (rd(REG_ID) != 0x31414d44) {
+        errno = 0;
+        die("unexpected device id register");
+    }
+    uint32_t bufsize = rd(REG_BUF_SIZE);
+    wr(REG_IRQ_CTRL, uio_fd >= 0 ? 1 : 0);
+
+    fd = open("/dev/mem", O_RDWR | O_SYNC);
+    if (fd < 0) {
+        die("open /dev/mem");
+    }
+    uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)phys);
+    if (mem == MAP_FAILED) {
+        die("mmap /dev/mem (is memmap= on the kernel command line?)");
+    }
+    /* Three equal areas: source, buffer read-back target, copy target. */
+    uint64_t area = (size / 3) & ~4095ull;
+
+    for (char *tok = strtok(sizes_arg, ":"); tok; tok = strtok(NULL, ":")) {
+        uint32_t len = (uint32_t)strtoul(tok, NULL, 0);
+        /* Odd offsets make every transfer straddle page boundaries. */
+        uint64_t soff = 0x123, doff = 0x7b1;
+        if (len == 0 || len > bufsize || soff + len + GUARD > area ||
+            doff + len + GUARD > area) {
+            printf("DMATEST SKIP len=%u does not fit\n", len);
+            fail++;
+            continue;
+        }
+        uint8_t *a = mem, *b = mem + area, *c = mem + 2 * area;
+        fill(a + soff, len, len);
+        memset(b, 0xa5, area);
+        memset(c, 0xa5, area);
+
+        double t0 = now();
+        int r1 = run_op(OP_TO_BUF, phys + soff, 0, len);
+        double t1 = now();
+        if (!r1 && rd64(REG_CSUM_LO) != fnv1a(a + soff, len)) {
+            printf("DMATEST FAIL to-buf len=%u: device checksum differs\n", len);
+            r1 = -1;
+        }
+        printf("DMATEST op=to-buf len=%u %s\n", len, r1 ? "FAIL" : "ok");
+        r1 ? fail++ : pass++;
+
+        double t2 = now();
+        int r2 = run_op(OP_FROM_BUF, 0, phys + area + doff, len);
+        double t3 = now();
+        if (!r2) {
+            r2 = check_copy("from-buf", a + soff, b + doff, len);
+        }
+        printf("DMATEST op=from-buf len=%u %s\n", len, r2 ? "FAIL" : "ok");
+        r2 ? fail++ : pass++;
+
+        double t4 = now();
+        int r3 = run_op(OP_COPY, phys + soff, phys + 2 * area + doff, len);
+        double t5 = now();
+        if (!r3) {
+            r3 = check_copy("copy", a + soff, c + doff, len);
+        }
+        printf("DMATEST op=copy len=%u %s\n", len, r3 ? "FAIL" : "ok");
+        r3 ? fail++ : pass++;
+
+        if (r1 == -2 || r2 == -2 || r3 == -2) {
+            fail++;
+            break;      /* no point going on without a device */
+        }
+        /* A copy moves the data twice (read + write). */
+        bytes += (r1 ? 0 : len) + (r2 ? 0 : len) + (r3 ? 0 : 2ull * len);
+        busy += (t1 - t0) + (t3 - t2) + (t5 - t4);
+    }
+
+    printf("DMATEST COUNTERS mmap_bytes=%llu mmap_ops=%llu file_io_bytes=%llu "
+           "file_io_ops=%llu message_bytes=%llu message_ops=%llu device_irqs=%u\n",
+           (unsigned long long)rd64(REG_COUNTERS), (unsigned long long)rd64(REG_COUNTERS + 8),
+           (unsigned long long)rd64(REG_COUNTERS + 16), (unsigned long long)rd64(REG_COUNTERS + 24),
+           (unsigned long long)rd64(REG_COUNTERS + 32), (unsigned long long)rd64(REG_COUNTERS + 40),
+           rd(REG_IRQ_COUNT));
+    if (uio_fd >= 0 && irqs_seen != pass + fail) {
+        /* every command should have interrupted exactly once */
+        printf("DMATEST FAIL interrupts seen %lu for %u commands\n", irqs_seen, pass + fail);
+        fail++;
+    }
+    printf("DMATEST RESULT pass=%u fail=%u bytes=%llu mbps=%.1f irqs=%lu\n", pass, fail,
+           (unsigned long long)bytes, busy > 0 ? bytes / busy / 1e6 : 0.0, irqs_seen);
+    return fail ? 1 : 0;
+}

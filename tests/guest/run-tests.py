@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Guest-boot tests: a real guest drives the DMA engine through QEMU's
+vfio-user client, for each memory backend x dma-access mode and against a
+legacy server.  Prints TAP.
+
+    tests/guest/run-tests.py --qemu QEMU --server SERVER --guest-dir DIR [--filter STR]
+
+Each case runs scripts/run-guest.py in its own session (process group) and
+checks: the guest verified every byte, the DMA region holding the guest's
+buffer was mapped in the expected mode, the server's counters show that mode
+carried all the traffic (and no other mode any), and the counters the guest
+read from the device equal the ones the server wrote on exit.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_GUEST = os.path.join(HERE, "..", "..", "scripts", "run-guest.py")
+CASE_TIMEOUT = 90
+MODES = ("mmap", "file-io", "message")
+
+# (memory, dma-access, legacy server, expectation)
+# expectation: a mode name, or "refused" (QEMU must not start).
+CASES = [
+    ("memfd", "auto", False, "mmap"),
+    ("memfd", "mmap", False, "mmap"),
+    ("memfd", "file-io", False, "file-io"),
+    ("memfd", "message", False, "message"),
+    ("file-shared", "auto", False, "mmap"),
+    ("ram", "auto", False, "message"),
+    ("ram", "mmap", False, "refused"),
+    ("ram", "file-io", False, "file-io"),
+    ("ram", "message", False, "message"),
+    ("file-private", "auto", False, "message"),
+    ("file-private", "mmap", False, "refused"),
+    ("file-private", "file-io", False, "file-io"),
+    ("file-private", "message", False, "message"),
+    # A pre-revision server refuses the new bits; the client must retry in
+    # the old form: mmap -> fd without a bit, file-io -> messages.
+    ("memfd", "auto", True, "mmap"),
+    ("memfd", "mmap", True, "mmap"),
+    ("memfd", "file-io", True, "message"),
+    ("ram", "file-io", True, "message"),
+]
+# --baseline: unpatched QEMU, which has no dma-access property.  Besides the
+# working default (fd without a mode bit -> mmap), these pin down the two
+# bugs the series fixes, so a "before" run shows them instead of hiding them:
+# the fd of private file RAM is passed and the server maps stale file
+# content, and message DMA uses a layout the specification does not.
+BASELINE_CASES = [
+    ("memfd", None, False, "mmap"),
+    ("file-shared", None, False, "mmap"),
+    ("file-private", None, False, "stale-mmap"),
+    ("ram", None, False, "broken-messages"),
+]
+# Cases that poll the status register instead of sleeping on the interrupt:
+# the guest then reads device registers while the server waits for the
+# client to answer its DMA messages.
+POLL_CASES = [
+    ("memfd", "message", False, "message"),
+    ("memfd", "file-io", False, "file-io"),
+]
+
+
+def run_case(args, memory, mode, legacy, irq, workdir):
+    out_json = os.path.join(workdir, "result.json")
+    cmd = [sys.executable, RUN_GUEST, "--qemu", args.qemu, "--server", args.server,
+           "--guest-dir", args.guest_dir, "--memory", memory,
+           "--workdir", workdir, "--json", out_json, "--timeout", str(CASE_TIMEOUT - 20),
+           "--irq", irq]
+    if legacy:
+        cmd.append("--legacy")
+    if mode:
+        cmd += ["--dma-access", mode]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    try:
+        text, _ = proc.communicate(timeout=CASE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        text = "case timed out"
+    finally:
+        # Whatever is left of the case (driver, QEMU, server) goes.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    try:
+        with open(out_json) as f:
+            return json.load(f), text
+    except (OSError, ValueError):
+        return None, text
+
+
+def check(info, expect):
+    """Return a list of problems (empty: the case passed)."""
+    if info is None:
+        return ["no result from run-guest.py"]
+    if expect == "refused":
+        problems = []
+        if info["qemu_rc"] in (0, None):
+            problems.append(f"QEMU started (exit status {info['qemu_rc']})")
+        if info["result"] is not None:
+            problems.append("the guest ran")
+        if "guestram" not in info["qemu_err"]:
+            problems.append("QEMU's error does not name the memory backend 'guestram': "
+                            + info["qemu_err"].strip()[-300:])
+        return problems
+
+    if expect == "stale-mmap":
+        # The server mapped the private file and saw its content, not the
+        # guest's: every transfer must be caught by the guest's checks.
+        problems = []
+        if info["dma_region_mode"] != "mmap":
+            problems.append(f"buffer region mapped as {info['dma_region_mode']}, not mmap")
+        res = info["result"]
+        if not res or res["pass"] != 0 or res["fail"] == 0:
+            problems.append(f"expected every transfer to see stale data, got {res}")
+        return problems
+    if expect == "broken-messages":
+        problems = []
+        if info["dma_region_mode"] != "message":
+            problems.append(f"buffer region mapped as {info['dma_region_mode']}, not message")
+        if "DMA reply names" not in info["server_log"] and \
+           "reply has" not in info["server_log"]:
+            problems.append("server did not see malformed DMA replies")
+        if info["pass"]:
+            problems.append("message DMA worked; the baseline bug is gone?")
+        return problems
+
+    problems = []
+    if not info["pass"]:
+        server_errors = [l for l in info["server_log"].splitlines() if l.startswith("error:")]
+        problems.append(f"run failed: qemu_rc={info['qemu_rc']} server_rc={info['server_rc']} "
+                        f"timed_out={info['timed_out']} result={info['result']}")
+        problems += [f"server: {l}" for l in server_errors[:2]]
+        problems += [f"guest: {l}" for l in info["guest_failures"][:2]]
+        problems += [f"qemu: {l}" for l in info["qemu_err"].strip().splitlines()[-2:]]
+    if info["dma_region_mode"] != expect:
+        problems.append(f"guest buffer region mapped as {info['dma_region_mode']}, "
+                        f"expected {expect}")
+    stats = info["stats"]
+    if not stats:
+        problems.append("server wrote no statistics")
+        return problems
+    for m in MODES:
+        b = stats[m]["bytes"]
+        if m == expect and b == 0:
+            problems.append(f"no bytes moved via {m}")
+        if m != expect and b != 0:
+            problems.append(f"{b} bytes moved via {m}, expected none")
+    res = info["result"]
+    if res and stats[expect]["bytes"] != res["bytes"]:
+        problems.append(f"server moved {stats[expect]['bytes']} bytes via {expect}, "
+                        f"guest verified {res['bytes']}")
+    gc = info["guest_counters"]
+    if gc and info["pass"]:
+        for m in MODES:
+            key = m.replace("-", "_")
+            if gc[f"{key}_bytes"] != stats[m]["bytes"] or gc[f"{key}_ops"] != stats[m]["ops"]:
+                problems.append(f"device counters for {m} read by the guest differ "
+                                "from the server's")
+    if res and res["irqs"] and stats["irqs"] != res["irqs"]:
+        problems.append(f"server raised {stats['irqs']} interrupts, guest saw {res['irqs']}")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qemu", required=True)
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--guest-dir", required=True)
+    ap.add_argument("--filter", default="", help="run only cases whose name contains this")
+    ap.add_argument("--keep", help="keep each case's logs under this directory")
+    ap.add_argument("--baseline", action="store_true",
+                    help="QEMU is the unpatched build: run the baseline cases instead")
+    args = ap.parse_args()
+
+    cases = []
+    tables = ((("intx", BASELINE_CASES),) if args.baseline
+              else (("intx", CASES), ("poll", POLL_CASES)))
+    for irq, table in tables:
+        for memory, mode, legacy, expect in table:
+            name = (f"{memory} dma-access={mode or '(none)'}{' legacy-server' if legacy else ''}"
+                    f"{' irq=poll' if irq == 'poll' else ''} -> {expect}")
+            if args.filter in name:
+                cases.append((name, memory, mode, legacy, irq, expect))
+    print(f"1..{len(cases)}")
+    failed = 0
+    for n, (name, memory, mode, legacy, irq, expect) in enumerate(cases, 1):
+        with tempfile.TemporaryDirectory(prefix="guest-test-") as tmp:
+            workdir = tmp
+            if args.keep:
+                workdir = os.path.join(args.keep, f"{n:02d}-{memory}-{mode or 'none'}"
+                                       f"{'-legacy' if legacy else ''}-{irq}")
+                os.makedirs(workdir, exist_ok=True)
+            info, text = run_case(args, memory, mode, legacy, irq, workdir)
+            problems = check(info, expect)
+            if problems:
+                failed += 1
+                print(f"not ok {n} - {name}")
+                for p in problems:
+                    print(f"  # {p}")
+            else:
+                extra = ""
+                if info["result"]:
+                    extra = f" ({info['result']['bytes']} bytes, {info['result']['mbps']} MB/s)"
+                print(f"ok {n} - {name}{extra}")
+            sock = os.path.join(workdir, "dma.sock")
+            if os.path.exists(sock):
+                print(f"  # warning: socket {sock} left behind")
+        sys.stdout.flush()
+    print(f"{len(cases) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
