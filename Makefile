@@ -108,7 +108,15 @@ SUITES_QUICK = \
 	"server-proto=$(PYTHON) tests/guest/server-proto-test.py --server $(SERVER)" \
 	"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
-	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+	"bench-smoke=$(BENCH_SMOKE)"
+
+# The benchmark machinery, briefly, for its data checks (no timing claims).
+BENCH_SMOKE = $(PYTHON) bench/run-bench.py --qemu $(QEMU) --baseline-qemu $(QEMU) \
+	--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench \
+	--out $(BUILD)/bench-smoke --rounds 1 --case-time 0.02 --no-scale --no-plot \
+	--modes mmap,file-io-fd,file-io-procmem,message \
+	&& echo 'ok 1 - bench: every mode moved checksum-verified data'
 
 # The unpatched client's known failures (wrong message layout, private file
 # RAM offered for mmap), asserted so that the tests are seen to catch them.
@@ -146,10 +154,10 @@ export-series:
 
 bench: deps-bench qemu qemu-baseline project
 	@$(PYTHON) bench/run-bench.py --qemu $(QEMU) --baseline-qemu $(BASELINE_QEMU) \
-		--server $(SERVER) --out $(BUILD)/bench
+		--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench --out $(BUILD)/bench
 
 clean:
-	rm -rf $(PROJECT_BUILD) $(GUEST_DIR) $(BUILD)/bench
+	rm -rf $(PROJECT_BUILD) $(GUEST_DIR) $(BUILD)/bench $(BUILD)/bench-smoke
 	-ninja -C $(QEMU_BUILD) clean >/dev/null 2>&1
 
 # Everything but the downloaded base; refuses to drop unexported work.
@@ -157,4 +165,4 @@ distclean:
 	@if [ -d $(QEMU_TREE)/.git ] && [ -n "$$(git -C $(QEMU_TREE) -c safe.directory='*' status --porcelain --untracked-files=no)" ]; then \
 		echo "distclean: $(QEMU_TREE) has uncommitted changes; export or discard them first" >&2; exit 1; fi
 	rm -rf $(BUILD)/qemu $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
-		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/bench
+		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/bench $(BUILD)/bench-smoke

@@ -30,11 +30,12 @@ enum {
     REG_IRQ_STATUS = 0x28, REG_IRQ_CTRL = 0x2c, REG_BUF_SIZE = 0x30,
     REG_IRQ_COUNT = 0x34, REG_CSUM_LO = 0x38, REG_CSUM_HI = 0x3c,
     REG_COUNTERS = 0x40,    /* 6 x u64: mmap/file-io/message bytes and ops */
-    REG_CMD_COUNT = 0x70,
+    REG_CMD_COUNT = 0x70, REG_BENCH_ITERS = 0x74,
 };
 #define DEV_ID_VALUE    0x31414d44u     /* "DMA1" */
 
-enum { OP_TO_BUF = 1, OP_FROM_BUF = 2, OP_COPY = 3 };
+enum { OP_TO_BUF = 1, OP_FROM_BUF = 2, OP_COPY = 3, OP_BENCH_READ = 4,
+       OP_BENCH_WRITE = 5 };
 #define ST_BUSY  0x1u
 #define ST_DONE  0x2u
 #define ST_ERROR 0x4u
@@ -44,6 +45,7 @@ static struct {
     uint8_t wmask[CONFIG_SIZE];
     uint64_t src, dst;
     uint32_t len, cmd, status, error, irq_ctrl;
+    uint32_t bench_iters;       /* repetitions of a benchmark command */
     uint32_t pending;           /* command waiting for dev_run_pending() */
     uint64_t csum;
     uint64_t cmd_count, err_count, irq_count;
@@ -102,6 +104,7 @@ void dev_reset(void)
     config_init();
     d.src = d.dst = 0;
     d.len = d.cmd = d.status = d.error = d.irq_ctrl = d.pending = 0;
+    d.bench_iters = 0;
     d.csum = 0;
     d.irq_pending = false;
     d.intx_masked = false;
@@ -295,6 +298,7 @@ static uint32_t bar0_read32(uint64_t off)
     case REG_CSUM_LO: return (uint32_t)d.csum;
     case REG_CSUM_HI: return (uint32_t)(d.csum >> 32);
     case REG_CMD_COUNT: return (uint32_t)d.cmd_count;
+    case REG_BENCH_ITERS: return d.bench_iters;
     }
     if (off >= REG_COUNTERS && off < REG_COUNTERS + 48) {
         /* layout: per mode (mmap, file-io, message) bytes u64 then ops u64 */
@@ -321,6 +325,7 @@ static void bar0_write32(uint64_t off, uint32_t v)
         }
         break;
     case REG_IRQ_CTRL: d.irq_ctrl = v & 1; break;
+    case REG_BENCH_ITERS: d.bench_iters = v; break;
     case REG_CMD:
         if (d.status & ST_BUSY) {
             fprintf(log_file, "warning: command 0x%x while busy, ignored\n", v);
@@ -443,6 +448,21 @@ static int run_command(struct conn *c, uint32_t op)
         }
         free(tmp);
         return err;
+    case OP_BENCH_READ:
+        if (d.dst > BUF_SIZE || len > BUF_SIZE - d.dst) {
+            return ERANGE;
+        }
+        err = bench_run(c, false, d.src, d.buf + d.dst, len, d.bench_iters);
+        if (!err) {
+            d.csum = fnv1a(d.buf + d.dst, len);
+        }
+        return err;
+    case OP_BENCH_WRITE:
+        if (d.src > BUF_SIZE || len > BUF_SIZE - d.src) {
+            return ERANGE;
+        }
+        d.csum = fnv1a(d.buf + d.src, len);
+        return bench_run(c, true, d.dst, d.buf + d.src, len, d.bench_iters);
     }
     return EINVAL;
 }

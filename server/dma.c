@@ -245,11 +245,14 @@ static int guarded_copy(void *dst, const void *src, size_t len)
     static bool installed;
 
     if (!installed) {
-        struct sigaction sa = { .sa_handler = on_sigbus };
+        /* SA_NODEFER: SIGBUS stays unblocked in the handler, so jumping out
+         * of it leaves the signal mask as it was and sigsetjmp need not
+         * save the mask (that would cost a system call on every copy). */
+        struct sigaction sa = { .sa_handler = on_sigbus, .sa_flags = SA_NODEFER };
         sigaction(SIGBUS, &sa, NULL);
         installed = true;
     }
-    if (sigsetjmp(copy_env, 1)) {
+    if (sigsetjmp(copy_env, 0)) {
         copy_active = 0;
         return EFAULT;
     }
@@ -269,48 +272,68 @@ static struct dma_region *find_region(uint64_t iova)
     return NULL;
 }
 
+/*
+ * Payload layout of DMA_READ/DMA_WRITE.  The specification's: address u64,
+ * count u64, data at 16; the DMA_WRITE reply echoes address and count.
+ * QEMU 10.2.2's client (--old-dma-layout, for benchmarking it only): address
+ * u64, count u32, data at 12, and 4 bytes of padding at the end because it
+ * sizes messages by its 32-byte struct; its DMA_WRITE reply is a bare header.
+ */
+struct dma_layout {
+    size_t data_off;        /* where the data starts in the payload */
+    size_t fixed;           /* payload bytes besides the data */
+    size_t count_size;      /* 8 or 4 */
+    size_t write_reply;     /* payload bytes of a DMA_WRITE reply */
+};
+
+static const struct dma_layout spec_layout = { 16, 16, 8, 16 };
+static const struct dma_layout old_layout = { 12, 16, 4, 0 };
+
 /* One DMA_READ/DMA_WRITE exchange of at most the client's transfer size. */
 static int msg_xfer(struct conn *c, uint64_t iova, uint8_t *buf, uint64_t len,
                     bool to_guest)
 {
+    const struct dma_layout *lay = c->old_dma_layout ? &old_layout : &spec_layout;
     struct vu_msg reply;
     uint8_t *req;
-    size_t req_len = 16 + (to_guest ? len : 0);
-    uint64_t got_addr, got_count;
+    size_t req_len = lay->fixed + (to_guest ? len : 0);
+    size_t want = to_guest ? lay->write_reply : lay->fixed + len;
+    uint64_t got_addr, got_count = 0;
     int err;
 
     req = malloc(req_len);
     if (!req) {
         return ENOMEM;
     }
+    memset(req, 0, lay->fixed);                 /* padding included */
     memcpy(req, &iova, 8);
-    memcpy(req + 8, &len, 8);
+    memcpy(req + 8, &len, lay->count_size);     /* little-endian: low bytes */
     if (to_guest) {
-        memcpy(req + 16, buf, len);
+        memcpy(req + lay->data_off, buf, len);
+        memset(req + lay->data_off + len, 0, lay->fixed - lay->data_off);
     }
     err = conn_call(c, to_guest ? VU_DMA_WRITE : VU_DMA_READ, req, req_len, &reply);
     free(req);
     if (err) {
         return err;
     }
-    /* Both replies start with the request's address and count; a read's
-     * carries the data after them. */
+    /* Replies start with the request's address and count (except the old
+     * layout's empty DMA_WRITE reply); a read's carries the data. */
     err = 0;
-    if (reply.len != 16 + (to_guest ? 0 : len)) {
-        fprintf(log_file, "error: DMA %s reply has %zu payload bytes, expected %llu\n",
-                to_guest ? "write" : "read", reply.len,
-                (unsigned long long)(16 + (to_guest ? 0 : len)));
+    if (reply.len != want) {
+        fprintf(log_file, "error: DMA %s reply has %zu payload bytes, expected %zu\n",
+                to_guest ? "write" : "read", reply.len, want);
         err = EPROTO;
-    } else {
+    } else if (want > 0) {
         memcpy(&got_addr, reply.data, 8);
-        memcpy(&got_count, reply.data + 8, 8);
+        memcpy(&got_count, reply.data + 8, lay->count_size);
         if (got_addr != iova || got_count != len) {
             fprintf(log_file, "error: DMA reply names 0x%llx+%llu, asked 0x%llx+%llu\n",
                     (unsigned long long)got_addr, (unsigned long long)got_count,
                     (unsigned long long)iova, (unsigned long long)len);
             err = EPROTO;
         } else if (!to_guest) {
-            memcpy(buf, reply.data + 16, len);
+            memcpy(buf, reply.data + lay->data_off, len);
         }
     }
     msg_free(&reply);

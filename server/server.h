@@ -73,6 +73,7 @@ struct vu_msg {
 struct conn {
     int sock;
     bool legacy;            /* behave like a pre-revision server */
+    bool old_dma_layout;    /* DMA_READ/WRITE as QEMU 10.2.2 lays them out */
     bool negotiated;        /* VERSION done */
     bool dead;              /* protocol broken or peer gone: stop serving */
     bool broken;            /* the client violated the protocol */
@@ -111,6 +112,19 @@ void dma_unmap_all(void);
 /* Guest memory access at an IOVA; 0 or a positive errno. */
 int dma_read(struct conn *c, uint64_t iova, void *buf, uint64_t len);
 int dma_write(struct conn *c, uint64_t iova, const void *buf, uint64_t len);
+
+/* ---- benchmark loop (bench.c) ---- */
+
+/* Most repetitions one benchmark command may ask for. */
+#define BENCH_MAX_ITERS     1000000u
+
+/*
+ * Move len bytes between guest memory at iova and buf, iters times, timing
+ * each transfer; every repetition is checked (see docs/server.md).  Logs a
+ * "bench ..." line.  0 or a positive errno.
+ */
+int bench_run(struct conn *c, bool to_guest, uint64_t iova, uint8_t *buf,
+              uint64_t len, uint32_t iters);
 
 /* ---- the device (device.c) ---- */
 

@@ -22,8 +22,8 @@ import zlib
 
 sys.dont_write_bytecode = True     # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interop_common import (KiB, MiB, Proc, Tap, TestFailure,  # noqa: E402
-                            Timeout, check, pattern)
+from interop_common import (KiB, MiB, Proc, QTest, Tap,  # noqa: E402
+                            TestFailure, Timeout, check, pattern)
 
 MAX_XFER = 1 * MiB          # the max_data_xfer_size QEMU advertises
 
@@ -43,70 +43,6 @@ EFAULT = 14
 CMD_TIMEOUT = 15            # seconds for any single qtest command or transfer
 START_TIMEOUT = 20
 GUARD = 64                  # bytes checked around every written range
-
-
-class QTest:
-    """Client side of QEMU's qtest line protocol."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.sock.settimeout(CMD_TIMEOUT)
-        self.buf = b''
-
-    def _line(self):
-        while b'\n' not in self.buf:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise TestFailure('qtest: QEMU closed the connection')
-            self.buf += data
-        line, self.buf = self.buf.split(b'\n', 1)
-        return line.decode()
-
-    def cmd(self, text):
-        try:
-            self.sock.sendall(text.encode() + b'\n')
-            while True:
-                line = self._line()
-                if line.startswith('IRQ'):   # asynchronous, not a reply
-                    continue
-                break
-        except socket.timeout:
-            raise Timeout('qtest: no reply to %r' % text[:60])
-        words = line.split()
-        check(words and words[0] == 'OK',
-              'qtest: %r failed: %s' % (text[:60], line[:200]))
-        return words[1:]
-
-    def readl(self, addr):
-        return int(self.cmd('readl 0x%x' % addr)[0], 16)
-
-    def writel(self, addr, val):
-        self.cmd('writel 0x%x 0x%x' % (addr, val))
-
-    def inl(self, port):
-        return int(self.cmd('inl 0x%x' % port)[0], 16)
-
-    def outl(self, port, val):
-        self.cmd('outl 0x%x 0x%x' % (port, val))
-
-    def memread(self, addr, size):
-        data = bytes.fromhex(self.cmd('read 0x%x 0x%x' % (addr, size))[0][2:])
-        check(len(data) == size, 'qtest: short read')
-        return data
-
-    def memwrite(self, addr, data):
-        self.cmd('write 0x%x 0x%x 0x%s' % (addr, len(data), data.hex()))
-
-    def memset(self, addr, size, val):
-        self.cmd('memset 0x%x 0x%x 0x%x' % (addr, size, val))
-
-    def cfg_read(self, reg):
-        self.outl(0xCF8, 0x80000000 | SLOT << 11 | reg)
-        return self.inl(0xCFC)
-
-    def cfg_write(self, reg, val):
-        self.outl(0xCF8, 0x80000000 | SLOT << 11 | reg)
-        self.outl(0xCFC, val)
 
 
 class Session:
@@ -157,7 +93,7 @@ class Session:
                           'QEMU did not connect to qtest')
         finally:
             listener.close()
-        self.qt = QTest(conn)
+        self.qt = QTest(conn, SLOT, CMD_TIMEOUT)
         self.server.expect(r'^attached$', START_TIMEOUT, self.qemu)
         self.attached = True
         self._setup_pci()
