@@ -17,37 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t percentile(const uint64_t *v, unsigned long n, unsigned pct)
-{
-    uint64_t rank = ((uint64_t)n * pct + 99) / 100;
-
-    return v[rank ? rank - 1 : 0];
-}
-
-static void stamp(uint8_t *buf, size_t len, uint64_t i)
-{
-    uint64_t w = 0;
-    size_t n = len < 8 ? len : 8;
-
-    memcpy(&w, buf, n);
-    w ^= i;
-    memcpy(buf, &w, n);
-}
+#include "timing.h"
 
 /*
  * Alignment as in the server: guest memory is page-aligned (an mmap of the
