@@ -395,6 +395,12 @@ int dev_region_write(unsigned index, uint64_t off, const void *buf, uint32_t cou
 /* ---- the engine ---- */
 
 /* FNV-1a, so the guest can check what the device actually moved. */
+/* Does [off, off + len) lie inside the internal buffer? */
+static bool in_buf(uint64_t off, uint64_t len)
+{
+    return off <= BUF_SIZE && len <= BUF_SIZE - off;
+}
+
 static uint64_t fnv1a(const uint8_t *p, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -419,7 +425,7 @@ static int run_command(struct conn *c, uint32_t op)
     }
     switch (op) {
     case OP_TO_BUF:
-        if (d.dst > BUF_SIZE || len > BUF_SIZE - d.dst) {
+        if (!in_buf(d.dst, len)) {
             return ERANGE;
         }
         err = dma_read(c, d.src, d.buf + d.dst, len);
@@ -428,7 +434,7 @@ static int run_command(struct conn *c, uint32_t op)
         }
         return err;
     case OP_FROM_BUF:
-        if (d.src > BUF_SIZE || len > BUF_SIZE - d.src) {
+        if (!in_buf(d.src, len)) {
             return ERANGE;
         }
         d.csum = fnv1a(d.buf + d.src, len);
@@ -449,7 +455,7 @@ static int run_command(struct conn *c, uint32_t op)
         free(tmp);
         return err;
     case OP_BENCH_READ:
-        if (d.dst > BUF_SIZE || len > BUF_SIZE - d.dst) {
+        if (!in_buf(d.dst, len)) {
             return ERANGE;
         }
         err = bench_run(c, false, d.src, d.buf + d.dst, len, d.bench_iters);
@@ -458,7 +464,7 @@ static int run_command(struct conn *c, uint32_t op)
         }
         return err;
     case OP_BENCH_WRITE:
-        if (d.src > BUF_SIZE || len > BUF_SIZE - d.src) {
+        if (!in_buf(d.src, len)) {
             return ERANGE;
         }
         d.csum = fnv1a(d.buf + d.src, len);
