@@ -72,11 +72,16 @@ create_base() {
         echo "qemu-tree: base = your tree $user_src"
         if git -C "$user_src" -c safe.directory='*' rev-parse --git-dir >/dev/null 2>&1; then
             git -c safe.directory='*' clone -q --no-hardlinks "$user_src" "$tree"
+            g config gc.auto 0
             g checkout -q -B vfio-user-dma
         else
             mkdir -p "$tree"
             tar -C "$user_src" --exclude=./build -cf - . | tar -C "$tree" --no-same-owner -xf -
             g init -q
+        # One commit of the whole tree leaves enough loose objects to start
+        # an automatic repack of all of QEMU in the background: not wanted
+        # in the middle of a build.
+        g config gc.auto 0
             g add -A -f .
             g -c user.name="$ident_name" -c user.email="$ident_email" \
                 commit -q -m "QEMU $(cat "$user_src/VERSION") from $user_src"
@@ -92,6 +97,10 @@ create_base() {
         mv "$tmp"/qemu-* "$tree"
         rmdir "$tmp"
         g init -q
+        # One commit of the whole tree leaves enough loose objects to start
+        # an automatic repack of all of QEMU in the background: not wanted
+        # in the middle of a build.
+        g config gc.auto 0
         g add -A -f .
         g -c user.name="$ident_name" -c user.email="$ident_email" \
             commit -q -m "QEMU $QEMU_UPSTREAM_VERSION (Debian $QEMU_ORIG_TARBALL)"
