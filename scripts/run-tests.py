@@ -13,8 +13,12 @@ The last line is "N passed, N failed, N skipped"; the exit status is 0 only
 when nothing failed.
 """
 
+import os
+import queue
 import re
+import signal
 import subprocess
+import threading
 import sys
 import time
 
@@ -26,10 +30,33 @@ def run_suite(name, command):
     failures = []
     start = time.monotonic()
     print(f"=== suite {name}: {command}", flush=True)
+    # Each suite runs in a session of its own: when it ends, whatever it
+    # left running is killed, so a stray child holding the output pipe can
+    # neither hang the run nor outlive it.
     proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            errors="replace")
-    for line in proc.stdout:
+                            errors="replace", start_new_session=True)
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout]
+                              + [lines.put(None)], daemon=True)
+    reader.start()
+    while True:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is None:
+                continue
+            # the suite is gone but something still holds its output
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            failures.append("suite left processes running (killed)")
+            failed += 1
+            reader.join(5)
+            break
+        if line is None:
+            break
         sys.stdout.write(f"[{name}] {line}")
         sys.stdout.flush()
         m = TAP_LINE.match(line)
@@ -44,6 +71,10 @@ def run_suite(name, command):
             failed += 1
             failures.append(rest.strip())
     status = proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     if status != 0 and failed == 0:
         failed += 1
         failures.append(f"suite exited with status {status}")

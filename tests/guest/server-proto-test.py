@@ -55,15 +55,31 @@ class Server:
         if legacy:
             cmd.append("--legacy")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not os.path.exists(self.sock_path):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(TIMEOUT)
-        self.s.connect(self.sock_path)
+        try:
+            self.s = self._connect()
+        except BaseException:
+            self.proc.kill()        # never leave a server behind
+            self.proc.wait()
+            raise
         self.next_id = 100
+
+    def _connect(self):
+        # The socket file appears at bind(), a moment before listen():
+        # retry a refused connect until the server is ready.
+        deadline = time.monotonic() + 5
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(TIMEOUT)
+            try:
+                s.connect(self.sock_path)
+                return s
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start listening")
+                time.sleep(0.01)
 
     def fd_count(self):
         # The server may close a message's fds just after its reply: one

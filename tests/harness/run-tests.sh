@@ -110,6 +110,9 @@ check "runner's last line is the N passed, N failed summary" \
 check_fails "runner fails a suite with a failing test" rt "a=printf 'ok 1\nnot ok 2\n'"
 check_fails "runner fails a suite that ran no test" rt "a=true"
 check_fails "runner fails a suite that crashed after passing tests" rt "a=printf 'ok 1\n'; exit 3"
+check_fails "runner kills and fails a suite that leaves a child holding its output" \
+    timeout 30 python3 "$top/scripts/run-tests.py" "a=printf 'ok 1\n'; sleep 300 &"
+check "that child is gone" bash -c "! pgrep -f 'slee[p] 300' >/dev/null"
 
 echo "1..$n"
 exit $failed
