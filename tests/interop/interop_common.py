@@ -40,3 +40,26 @@ class Tap:
             for ln in diag.splitlines():
                 print('# ' + ln)
         sys.stdout.flush()
+
+    def run_checks(self, checks, broken=None, gone=lambda e: False):
+        """Run (name, fn) checks in order, one TAP line each.  Once a check
+        leaves the peers unusable (a timeout, gone(e), or an unexpected
+        exception), the remaining ones fail as not run instead of each
+        waiting for its own timeout.  Returns why the peers are unusable,
+        or None."""
+        for name, fn in checks:
+            if broken:
+                self.result(False, name, broken)
+                continue
+            try:
+                fn()
+                self.result(True, name)
+            except TestFailure as e:
+                self.result(False, name, str(e))
+                if isinstance(e, Timeout) or gone(e):
+                    broken = 'not run: a peer is gone or stuck'
+            except Exception as e:
+                # a protocol surprise must not abort the whole run
+                self.result(False, name, '%s: %s' % (type(e).__name__, e))
+                broken = 'not run: unexpected error earlier'
+        return broken

@@ -439,17 +439,7 @@ def session(args, tap, with_probes, last_name, last_fn):
                        'VERSION: 0.1, server max_data_xfer_size 1 MiB',
                        broken or 'got %d.%d %s' % (major, minor, caps))
             guest = GuestMemory(WIN, WIN_SIZE)
-            for name, fn in probes(c, guest):
-                if broken:
-                    tap.result(False, name, broken)
-                    continue
-                try:
-                    fn()
-                    tap.result(True, name)
-                except TestFailure as e:
-                    tap.result(False, name, str(e))
-                    if isinstance(e, Timeout):
-                        broken = 'not run: server stuck'
+            broken = tap.run_checks(probes(c, guest), broken)
         guest = GuestMemory(WIN, WIN_SIZE)
         try:
             check(not broken, broken)

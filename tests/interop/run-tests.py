@@ -380,22 +380,7 @@ def run_config(args, tap, name, backend, dma_access, make_checks):
                    'is programmed' % name, setup_error)
         # the list of checks is fixed, so a broken setup fails each of them
         broken = setup_error and 'not run: setup failed'
-        for cname, fn in make_checks(s):
-            if broken:
-                tap.result(False, cname, broken)
-                continue
-            try:
-                fn()
-                tap.result(True, cname)
-            except TestFailure as e:
-                tap.result(False, cname, str(e))
-                if isinstance(e, Timeout) or s.dead():
-                    # later checks would only wait for their timeouts
-                    broken = 'not run: QEMU or the server is gone/stuck'
-            except Exception as e:
-                # a protocol surprise must not abort the whole run
-                tap.result(False, cname, '%s: %s' % (type(e).__name__, e))
-                broken = 'not run: unexpected error earlier'
+        tap.run_checks(make_checks(s), broken, gone=lambda e: s.dead())
 
         rc = s.close()
         tap.result(rc == 0, '%s: server exits cleanly after QEMU quits'
