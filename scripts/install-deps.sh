@@ -11,13 +11,17 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
-# QEMU build: compiler tool chain, meson >= 1.5 (backports), glib, and what the
-# +ds tarball needs to configure (flex/bison for the dtc-less parts, dtc for
-# the pc-bios/dtb step); json-c and cmocka for building the libvfio-user copy
-# in QEMU's tree (its meson.build wants cmocka even with its tests off).
+# QEMU build: compiler tool chain, meson >= 1.5 (backports), and what QEMU's
+# meson.build requires of the system for this configuration: glib and zlib
+# always, libfdt for any system emulator (without it meson tries to fetch the
+# dtc subproject from the network, which the +ds tarball leaves out);
+# flex/bison and dtc for the pc-bios/dtb step; json-c and cmocka for building
+# the libvfio-user copy in QEMU's tree (its meson.build wants cmocka even with
+# its tests off).  scripts/check-fresh.sh proves the list on a minimal
+# Debian 12 that has nothing else.
 pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
-            libglib2.0-dev flex bison device-tree-compiler bzip2 xz-utils
-            ccache ca-certificates libjson-c-dev libcmocka-dev)
+            libglib2.0-dev zlib1g-dev libfdt-dev flex bison device-tree-compiler
+            bzip2 xz-utils ccache ca-certificates libjson-c-dev libcmocka-dev)
 # Tests: firmware for -kernel boots (SeaBIOS, option ROMs), the guest image
 # ingredients, static libc for the in-guest program, pycotap for QEMU's
 # functional-test style runner.
