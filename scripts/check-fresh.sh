@@ -51,9 +51,28 @@ summary=""
 run_failed=false
 timings=()
 
+# Long steps run in the background while the script waits for them: bash
+# runs a trap only once the foreground command has ended, whereas `wait`
+# returns at once on a signal.  The step's own process is ended on the way
+# out as well (debootstrap runs outside the root).
+job=""
+waitfor() {
+    "$@" &
+    job=$!
+    wait "$job"
+    local s=$?
+    job=""
+    return "$s"
+}
+
 finish() {
     # Called on every way out: the summary line last.
-    local s=$?
+    local s=$? i
+    if [ -n "$job" ] && kill -0 "$job" 2>/dev/null; then
+        kill -TERM "$job" 2>/dev/null
+        for i in $(seq 50); do kill -0 "$job" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$job" 2>/dev/null
+    fi
     [ -n "${run_dir:-}" ] && teardown "$run_dir/root"
     if [ ${#timings[@]} -gt 0 ]; then
         local IFS=,
@@ -119,7 +138,7 @@ teardown() {
         return 1
     fi
     if [ "${FRESH_KEEP:-0}" = 1 ] && [ "$r" = "${run_dir:-}/root" ]; then
-        say "root kept (unmounted) in $r"
+        say "root kept (unmounted) in $r$([ -f "$(dirname "$r")/root.img" ] && echo ", image $(dirname "$r")/root.img")"
     else
         rm -rf --one-file-system "$(dirname "$r")"
     fi
@@ -176,7 +195,8 @@ eval "$(apt-config shell http_proxy Acquire::http::Proxy 2>/dev/null)"
 mkdir -p "$workdir/debs" || die "cannot create $workdir"
 # Roots of earlier runs that died without cleaning up (their lock is free).
 for d in "$workdir"/run.*; do
-    [ -d "$d" ] || continue
+    # No lock file: a run just starting or just finishing.
+    [ -f "$d/lock" ] || continue
     if flock -n "$d/lock" true 2>/dev/null; then
         say "removing the root of an earlier run that did not finish: $d"
         teardown "$d/root"
@@ -186,11 +206,28 @@ run_dir=$(mktemp -d "$workdir/run.XXXXXX") || die "cannot create a run directory
 exec 9>"$run_dir/lock"
 flock -n 9 || die "cannot lock $run_dir/lock"
 root=$run_dir/root
+mkdir "$root"
 
 # --- 1. the root -----------------------------------------------------------
-say "making a fresh Debian 12 root: debootstrap --variant=minbase $suite $root $mirror"
 t=$(date +%s)
-if ! timeout 900 debootstrap --variant=minbase --cache-dir="$workdir/debs" \
+# The root lives on a file system of its own in a sparse image file: deleting
+# a root with a built QEMU file by file takes minutes on a busy disk, deleting
+# one image file takes a moment.  Without loop devices, a plain directory.
+if command -v mkfs.ext4 >/dev/null &&
+   truncate -s "${FRESH_IMAGE_SIZE:-64G}" "$run_dir/root.img" &&
+   mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1,nodiscard \
+       "$run_dir/root.img" 2>"$run_dir/mkfs.log" &&
+   mount -o loop,noinit_itable "$run_dir/root.img" "$root" 2>>"$run_dir/mkfs.log"; then
+    rmdir "$root/lost+found"
+    where="a file system of its own ($run_dir/root.img, sparse)"
+else
+    rm -f "$run_dir/root.img"
+    where="a directory (no loop-mounted image possible: $(tail -n1 "$run_dir/mkfs.log" 2>/dev/null))"
+fi
+free=$(df -Pm "$run_dir" | awk 'NR == 2 { print $4 }')
+[ "${free:-0}" -ge 12000 ] || say "WARNING: only ${free} MiB free in $workdir; a full run writes about 10 GiB"
+say "making a fresh Debian 12 root on $where: debootstrap --variant=minbase $suite $root $mirror"
+if ! waitfor timeout 900 debootstrap --variant=minbase --cache-dir="$workdir/debs" \
         "$suite" "$root" "$mirror" > "$run_dir/debootstrap.log" 2>&1; then
     tail -n 20 "$run_dir/debootstrap.log" | sed 's/^/    /' >&2
     [ -f "$root/debootstrap/debootstrap.log" ] &&
@@ -273,7 +310,7 @@ phase() {  # NAME CMD: run and time one step; its status is returned
     local t s
     say "--- $1: $2"
     t=$(date +%s)
-    in_root "$2"
+    waitfor in_root "$2"
     s=$?
     timings+=("$1 $(( $(date +%s) - t )) s")
     return "$s"
@@ -283,11 +320,17 @@ phase() {  # NAME CMD: run and time one step; its status is returned
 phase "git+make" "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git make >/dev/null && git --version && make --version | head -n1" ||
     die "installing git and make in the root failed"
 
+# Nothing the project installs may be there yet: a root that has them is
+# not the minimal Debian README speaks of.
+present=$(in_root "for p in gcc python3 ninja-build meson libglib2.0-dev libfdt-dev ccache; do dpkg-query -W -f='\${db:Status-Abbrev} \${Package}\n' \$p 2>/dev/null; done | sed -n 's/^ii  *//p' | tr '\n' ' '")
+[ -z "$present" ] || die "the root is not minimal, it already has: $present"
+say "the root has $(in_root "dpkg-query -W -f='.' | wc -c") packages, none of the project's own dependencies"
+
 # --- 4. a fresh clone and README's commands ---------------------------------
 git -C "$repo" bundle create -q "$root/tmp/src.bundle" HEAD $(git -C "$repo" symbolic-ref -q HEAD) ||
     die "cannot bundle $repo's HEAD"
 say "cloning $repo at $(git -C "$repo" log -1 --format='%h %s')"
-in_root "mkdir -p $(dirname "$in_root_clone") && git clone -q /tmp/src.bundle $in_root_clone && rm /tmp/src.bundle" ||
+waitfor in_root "mkdir -p $(dirname "$in_root_clone") && git clone -q /tmp/src.bundle $in_root_clone && rm /tmp/src.bundle" ||
     die "git clone in the root failed"
 
 if ! phase "make run" "cd $in_root_clone && make run"; then
@@ -297,8 +340,12 @@ fi
 log=$run_dir/check.log
 say "--- make check: cd $in_root_clone && make check"
 t=$(date +%s)
-in_root "cd $in_root_clone && make check" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+check_and_log() {
+    in_root "cd $in_root_clone && make check" 2>&1 | tee "$log"
+    return "${PIPESTATUS[0]}"
+}
+waitfor check_and_log
+status=$?
 timings+=("make check $(( $(date +%s) - t )) s")
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1)
 if [ -n "$summary" ] && $run_failed; then

@@ -72,7 +72,15 @@ sources_file=/etc/apt/sources.list.d/vfio-user-dma.sources
 need_sources=false
 [ -e "$sources_file" ] || need_sources=true
 
-if [ ${#missing[@]} -eq 0 ] && ! $need_sources; then
+# ccache makes its compiler links (/usr/lib/ccache/cc is the one QEMU's build
+# calls) for the compilers present when its package trigger runs.  Installed
+# together with gcc on a fresh system it runs before gcc registers cc, so the
+# link is missing and every build runs uncached.
+need_ccache_links() {
+    installed ccache && [ -x /usr/bin/cc ] && [ ! -e /usr/lib/ccache/cc ]
+}
+
+if [ ${#missing[@]} -eq 0 ] && ! $need_sources && ! need_ccache_links; then
     exit 0
 fi
 
@@ -105,7 +113,12 @@ if [ "$(id -u)" -ne 0 ]; then
             [ ${#local_bp[@]} -eq 0 ] || echo "     apt-get install -y -t bookworm-backports ${local_bp[*]}"
             $meson_too_old && echo "     (meson >= $meson_min is required; bookworm has an older one)"
         fi
+        if need_ccache_links; then
+            echo "  3. update-ccache-symlinks   (ccache has no link for cc: builds run uncached)"
+        fi
     } >&2
+    # Without the ccache link builds still work, only slower.
+    [ ${#missing[@]} -eq 0 ] && ! $need_sources && exit 0
     exit 1
 fi
 
@@ -113,8 +126,10 @@ if $need_sources; then
     echo "install-deps: adding $sources_file (deb-src for the QEMU source package, bookworm-backports)"
     printf '%s\n' "$apt_lines" > "$sources_file"
 fi
-echo "install-deps: apt-get update"
-apt-get update -qq
+if [ ${#missing[@]} -gt 0 ] || $need_sources; then
+    echo "install-deps: apt-get update"
+    apt-get update -qq
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     # Backports packages are named with -t; the rest come from bookworm.
     bp=() main=()
@@ -130,6 +145,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "install-deps: installing from bookworm-backports: ${bp[*]}"
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${bp[@]}" >/dev/null
     fi
+fi
+if need_ccache_links; then
+    echo "install-deps: update-ccache-symlinks (ccache had no link for cc)"
+    update-ccache-symlinks
 fi
 "$here/install-deps.sh" "${groups[@]}" >/dev/null 2>&1 || {
     echo "install-deps: packages still missing after install" >&2
