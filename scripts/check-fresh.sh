@@ -333,6 +333,17 @@ say "cloning $repo at $(git -C "$repo" log -1 --format='%h %s')"
 waitfor in_root "mkdir -p $(dirname "$in_root_clone") && git clone -q /tmp/src.bundle $in_root_clone && rm /tmp/src.bundle" ||
     die "git clone in the root failed"
 
+# Compiler cache hits and misses over README's commands, read with this
+# machine's ccache if it has one (counted for the whole cache directory, so
+# builds elsewhere sharing it count too).
+ccache_counts() {
+    command -v ccache >/dev/null || return 0
+    CCACHE_DIR=$ccache_dir ccache --print-stats 2>/dev/null |
+        awk '$1 ~ /^(direct|preprocessed)_cache_hit$/ { h += $2 } $1 == "cache_miss" { m = $2 }
+             END { print h + 0, m + 0 }'
+}
+ccache_before=$(ccache_counts)
+
 if ! phase "make run" "cd $in_root_clone && make run"; then
     run_failed=true
     say "make run FAILED in the fresh root"
@@ -347,6 +358,12 @@ check_and_log() {
 waitfor check_and_log
 status=$?
 timings+=("make check $(( $(date +%s) - t )) s")
+ccache_after=$(ccache_counts)
+if [ -n "$ccache_before" ] && [ -n "$ccache_after" ]; then
+    read -r h1 m1 <<<"$ccache_before"
+    read -r h2 m2 <<<"$ccache_after"
+    say "compiler cache during this run: $((h2 - h1)) hits, $((m2 - m1)) misses"
+fi
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1)
 if [ -n "$summary" ] && $run_failed; then
     read -r p _ f _ s _ <<<"$summary"
