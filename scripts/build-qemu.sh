@@ -76,7 +76,7 @@ info = json.load(sys.stdin)
 files = {t["id"]: t["filename"] for t in info["targets"]}
 out = set()
 for t in info["tests"]:
-    if suite not in t["suite"]:
+    if suite not in t["suite"] and "qemu:" + suite not in t["suite"]:
         continue
     for f in [t["cmd"][0]] + [x for d in t["depends"] for x in files.get(d, [])]:
         if f.startswith(build + "/"):
