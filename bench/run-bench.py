@@ -128,8 +128,7 @@ class Session:
         """Start QEMU; returns once the qtest/QMP sockets are connected."""
         listeners = {}
         argv = [self.qemu_bin, '-accel', 'qtest', '-nodefaults',
-                '-display', 'none', '-L', '/usr/share/seabios',
-                '-L', '/usr/share/qemu'] + mem_args
+                '-display', 'none'] + mem_args
         for kind, enabled in (('qtest', qtest), ('qmp', qmp)):
             if not enabled:
                 continue

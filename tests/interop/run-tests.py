@@ -76,7 +76,6 @@ class Session:
             argv = [args.qemu, '-machine', 'pc,memory-backend=mem',
                     '-accel', 'qtest', '-m', '%dM' % (GUEST_MEM // MiB),
                     '-object', backend(tmp), '-nodefaults', '-display', 'none',
-                    '-L', '/usr/share/seabios', '-L', '/usr/share/qemu',
                     '-qtest', 'unix:' + qtest_path,
                     '-qtest-log', '/dev/null',
                     '-device', json.dumps(dev)] + args.qemu_arg
