@@ -611,7 +611,7 @@ def find_memcpy(args):
     if os.access(built, os.X_OK):
         return built
     out = os.path.join(args.out, 'memcpy-bench')
-    subprocess.run(['cc', '-O2', '-g', '-D_GNU_SOURCE', '-o', out,
+    subprocess.run(['cc', '-O2', '-g', '-D_GNU_SOURCE', '-I', os.path.join(HERE, '..', 'include'), '-o', out,
                     os.path.join(HERE, 'memcpy-bench.c')], check=True)
     return out
 
