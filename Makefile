@@ -105,7 +105,7 @@ run: deps-check qemu project guest
 SUITES_QUICK = \
 	"harness=tests/harness/run-tests.sh" \
 	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
-	"server-proto=$(PYTHON) tests/guest/server-proto-test.py --server $(SERVER)" \
+	"server-proto=$(PYTHON) tests/server/protocol-tests.py --server $(SERVER)" \
 	"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \

@@ -27,7 +27,9 @@ import time
 sys.dont_write_bytecode = True     # keep the source tree clean
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
-from testlib import Proc, QTest, TestFailure, check  # noqa: E402
+from procs import LineProc as Proc  # noqa: E402
+from procs import TestFailure, check  # noqa: E402
+from qemu import QTest  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZES = [4 * KiB, 64 * KiB, 1 * MiB]

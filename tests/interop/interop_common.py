@@ -7,8 +7,9 @@ import sys
 # Failures, child processes and the qtest client live in tests/lib.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
-from testlib import (Proc, QTest, TestFailure, Timeout,  # noqa: E402,F401
-                     check, die_with_parent)
+from procs import LineProc as Proc  # noqa: E402,F401
+from procs import TestFailure, Timeout, check  # noqa: E402,F401
+from qemu import QTest  # noqa: E402,F401
 
 KiB = 1024
 MiB = 1024 * KiB

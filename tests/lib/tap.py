@@ -1,0 +1,77 @@
+"""TAP output for the test scripts: unittest cases run by pycotap, like
+QEMU's tests/functional.  A case is named by its description, not by its
+method; what a case prints and why it failed follow its result line as
+'# ' comments."""
+
+import sys
+import unittest
+
+import pycotap
+
+__unittest = True
+
+
+class Case(unittest.TestCase):
+    """A test case whose TAP name is its docstring's first line (or
+    self.name, for generated cases)."""
+
+    name = None
+
+    def on_failure(self, fn):
+        """Call fn (which prints evidence) if this case fails."""
+        self._evidence.append(fn)
+
+    def run(self, result=None):
+        self._evidence = []
+        method = getattr(self, self._testMethodName)
+
+        def with_evidence():
+            try:
+                method()
+            except BaseException:
+                for fn in self._evidence:
+                    fn()
+                raise
+        setattr(self, self._testMethodName, with_evidence)
+        return super().run(result)
+
+    def id(self):
+        if self.name:
+            return self.name
+        doc = self._testMethodDoc
+        return doc.strip().splitlines()[0] if doc else self._testMethodName
+
+    __str__ = id
+
+
+class FunctionCase(unittest.FunctionTestCase):
+    """A case made of a name and a function (for tables of cases)."""
+
+    def __init__(self, name, fn, setUp=None, tearDown=None):
+        super().__init__(fn, setUp=setUp, tearDown=tearDown)
+        self.name = name
+
+    def id(self):
+        return self.name
+
+    __str__ = id
+
+
+def ordered(*classes):
+    """The cases of each class in the order they are defined (not sorted
+    by name), classes in the order given."""
+    suite = unittest.TestSuite()
+    for cls in classes:
+        names = [n for n in cls.__dict__ if n.startswith('test')]
+        suite.addTests(cls(n) for n in names)
+    return suite
+
+
+def run(suite):
+    """Run a suite, print TAP on stdout; exit status 0 if all passed."""
+    sys.stdout.flush()
+    log = pycotap.LogMode.LogToDiagnostics
+    result = pycotap.TAPTestRunner(message_log=log, test_output_log=log,
+                                   output_stream=sys.stdout,
+                                   error_stream=sys.stderr).run(suite)
+    return 0 if result.wasSuccessful() else 1
