@@ -8,6 +8,8 @@ import unittest
 
 import pycotap
 
+import procs
+
 __unittest = True
 
 
@@ -75,3 +77,38 @@ def run(suite):
                                    output_stream=sys.stdout,
                                    error_stream=sys.stderr).run(suite)
     return 0 if result.wasSuccessful() else 1
+
+
+class Sequence:
+    """Cases that share peers (a server, a QEMU) and run in order.  Once
+    one leaves the peers unusable (a timeout, gone() true, or an
+    unexpected exception), the later ones fail as not run instead of each
+    waiting for its own timeout.  show() prints the evidence of a failure
+    (e.g. the peers' last log lines)."""
+
+    def __init__(self, gone=lambda: False, show=lambda: None):
+        self.broken = None
+        self.gone, self.show = gone, show
+
+    def case(self, name, fn, always=False, breaks=False):
+        """A case running fn; always: run even when the peers are broken
+        (e.g. shutting them down); breaks: a failure of this one makes
+        the peers unusable (e.g. their setup)."""
+        def run():
+            if self.broken and not always:
+                raise AssertionError('not run: ' + self.broken)
+            try:
+                fn()
+            except AssertionError as e:
+                if breaks or isinstance(e, procs.Timeout) or self.gone():
+                    self.broken = '"%s" failed' % name
+                self.show()
+                raise
+            except Exception:
+                self.broken = 'unexpected error in "%s"' % name
+                self.show()
+                raise
+        return FunctionCase(name, run)
+
+    def cases(self, table):
+        return [self.case(name, fn) for name, fn in table]

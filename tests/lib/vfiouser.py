@@ -131,17 +131,18 @@ class GuestMemory:
     """The client side of DMA_READ/DMA_WRITE: a bytearray at an IOVA.
     Every request is recorded as (cmd, addr, count, payload length)."""
 
-    def __init__(self, base, size_or_data):
+    def __init__(self, base, size_or_data, max_count=None):
         self.base = base
         self.mem = bytearray(size_or_data)
+        self.max_count = max_count      # larger requests get EFAULT
         self.requests = []
 
-    def answer(self, client, m, max_count=None):
+    def answer(self, client, m):
         addr, count = struct.unpack_from('<QQ', m.data)
         self.requests.append((m.cmd, addr, count, len(m.data)))
         off = addr - self.base
         if (off < 0 or off + count > len(self.mem) or
-                (max_count and count > max_count)):
+                (self.max_count and count > self.max_count)):
             client.reply(m, error=14)   # EFAULT
         elif m.cmd == DMA_WRITE:
             self.mem[off:off + count] = m.data[16:16 + count]

@@ -10,7 +10,6 @@ Prints TAP.
 """
 import argparse
 import errno
-import json
 import os
 import select
 import struct
