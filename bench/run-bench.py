@@ -168,7 +168,7 @@ def run_mode(args, mode, tmp, log, known_broken=None):
     name, _label, backend, dma_access, want_mode = mode
     is_base = name == 'baseline'
     s = Session(args, tmp, args.baseline_qemu if is_base else args.qemu,
-                ['--old-dma-layout'] if is_base else [])
+                ['--baseline-dma-layout'] if is_base else [])
     rows = []
     fail_at = None          # index of the case that failed in this round
     first_bad, known_err = known_broken or (None, None)

@@ -13,7 +13,7 @@
 /*
  * Payload layout of DMA_READ/DMA_WRITE.  The specification's: address u64,
  * count u64, data at 16; the DMA_WRITE reply echoes address and count.
- * QEMU 10.2.2's client (--old-dma-layout, for benchmarking it only): address
+ * QEMU 10.2.2's client (--baseline-dma-layout, for benchmarking it only): address
  * u64, count u32, data at 12, and 4 bytes of padding at the end because it
  * sizes messages by its 32-byte struct; its DMA_WRITE reply is a bare header.
  */
@@ -25,7 +25,7 @@ struct dma_layout {
 };
 
 static const struct dma_layout spec_layout = { 16, 16, 8, 16 };
-static const struct dma_layout old_layout = { 12, 16, 4, 0 };
+static const struct dma_layout baseline_layout = { 12, 16, 4, 0 };
 
 uint64_t msg_dma_max(const struct conn *c)
 {
@@ -37,7 +37,7 @@ uint64_t msg_dma_max(const struct conn *c)
 int msg_dma(struct conn *c, uint64_t iova, uint8_t *buf, uint64_t len,
             bool to_guest)
 {
-    const struct dma_layout *lay = c->old_dma_layout ? &old_layout : &spec_layout;
+    const struct dma_layout *lay = c->baseline_dma_layout ? &baseline_layout : &spec_layout;
     struct vu_msg reply;
     uint8_t *req;
     size_t req_len = lay->fixed + (to_guest ? len : 0);
@@ -62,7 +62,7 @@ int msg_dma(struct conn *c, uint64_t iova, uint8_t *buf, uint64_t len,
     if (err) {
         return err;
     }
-    /* Replies start with the request's address and count (except the old
+    /* Replies start with the request's address and count (except the baseline
      * layout's empty DMA_WRITE reply); a read's carries the data. */
     err = 0;
     if (reply.len != want) {

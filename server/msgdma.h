@@ -1,6 +1,6 @@
 /*
  * Message DMA: one DMA_READ or DMA_WRITE exchange with the client, in the
- * specification's layout or (c->old_dma_layout) in QEMU 10.2.2's.
+ * specification's layout or (c->baseline_dma_layout) in QEMU 10.2.2's.
  */
 #ifndef SERVER_MSGDMA_H
 #define SERVER_MSGDMA_H

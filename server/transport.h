@@ -62,7 +62,7 @@ struct conn {
     uint64_t peer_max_xfer;
     /* Options from the command line. */
     bool legacy;            /* behave like a pre-revision server */
-    bool old_dma_layout;    /* DMA_READ/WRITE as QEMU 10.2.2 lays them out */
+    bool baseline_dma_layout;   /* DMA_READ/WRITE as QEMU 10.2.2 lays them out */
 };
 
 /* Set by a signal handler: waits give up with EINTR. */

@@ -76,14 +76,15 @@ static int write_stats_json(const char *path)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vfio-user-dma-server --socket PATH [--legacy] [--old-dma-layout]\n"
+            "usage: vfio-user-dma-server --socket PATH [--legacy] [--baseline-dma-layout]\n"
             "                            [--stats FILE] [--log FILE]\n"
-            "  --socket PATH     UNIX socket to listen on (must not exist, or be a stale socket)\n"
-            "  --legacy          act like a server from before the DMA access-mode revision\n"
-            "  --old-dma-layout  DMA_READ/DMA_WRITE in the layout of unpatched QEMU 10.2.2\n"
-            "                    (not the specification's; only for benchmarking that client)\n"
-            "  --stats FILE      write the per-access-mode counters as JSON on exit\n"
-            "  --log FILE        log here instead of standard error\n");
+            "  --socket PATH    UNIX socket to listen on (must not exist, or be a stale socket)\n"
+            "  --legacy         act like a server from before the DMA access-mode revision\n"
+            "  --baseline-dma-layout\n"
+            "                   DMA_READ/DMA_WRITE in the layout of the baseline, unpatched\n"
+            "                   QEMU 10.2.2 (not the specification's; for benchmarking it)\n"
+            "  --stats FILE     write the per-access-mode counters as JSON on exit\n"
+            "  --log FILE       log here instead of standard error\n");
 }
 
 static int make_listener(const char *path)
@@ -121,7 +122,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         { "socket", required_argument, NULL, 's' },
         { "legacy", no_argument, NULL, 'L' },
-        { "old-dma-layout", no_argument, NULL, 'O' },
+        { "baseline-dma-layout", no_argument, NULL, 'O' },
         { "stats", required_argument, NULL, 'S' },
         { "log", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
@@ -138,7 +139,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 's': sock_path = optarg; break;
         case 'L': c.legacy = true; break;
-        case 'O': c.old_dma_layout = true; break;
+        case 'O': c.baseline_dma_layout = true; break;
         case 'S': stats_path = optarg; break;
         case 'l': log_path = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -166,7 +167,7 @@ int main(int argc, char **argv)
         return 1;
     }
     fprintf(log_file, "listening on %s%s%s\n", sock_path, c.legacy ? " (legacy)" : "",
-            c.old_dma_layout ? " (old DMA message layout)" : "");
+            c.baseline_dma_layout ? " (baseline DMA message layout)" : "");
 
     if (wait_readable(lfd, -1) == 0) {
         c.sock = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);

@@ -95,7 +95,7 @@ def run_case(args, memory, mode, legacy, irq, workdir):
         return None, text
 
 
-def check(info, expect):
+def problems_of(info, expect):
     """Return a list of problems (empty: the case passed)."""
     if info is None:
         return ["run-guest.py wrote no result (its output is below)"]
@@ -177,7 +177,7 @@ def case(args, n, name, memory, mode, legacy, irq, expect):
                                        f"{'-legacy' if legacy else ''}-{irq}")
                 os.makedirs(workdir, exist_ok=True)
             info, text = run_case(args, memory, mode, legacy, irq, workdir)
-            problems = check(info, expect)
+            problems = problems_of(info, expect)
             sock = os.path.join(workdir, "dma.sock")
             if os.path.exists(sock):
                 problems.append(f"socket {sock} left behind")

@@ -102,6 +102,32 @@ check "the cover letter has a subject and text of its own" \
 check "every patch is signed off by the project" \
     bash -c "cd '$real' && for p in \$(cat series); do grep -q '^Signed-off-by: vfio-user client project <' \"\$p\" || exit 1; done"
 
+# --- the server's layers ------------------------------------------------------
+# Each file may include only headers of the layers below it (and its own):
+# no call back into the layer above, no cycle.
+server_layers() {
+    python3 - "$top/server" <<'PY'
+import os, re, sys
+order = [["vfio-user-dma-server"], ["commands"], ["device"], ["bench"],
+         ["regions"], ["msgdma", "memguard"], ["transport", "protocol"], ["log"]]
+layer = {name: i for i, names in enumerate(order) for name in names}
+bad = []
+for f in sorted(os.listdir(sys.argv[1])):
+    base, ext = os.path.splitext(f)
+    if ext not in (".c", ".h"):
+        continue
+    if base not in layer:
+        bad.append("%s: not in the list of layers" % f)
+        continue
+    for inc in re.findall(r'^#include "([\w-]+)\.h"', open(os.path.join(sys.argv[1], f)).read(), re.M):
+        if inc in layer and inc != base and layer[inc] <= layer[base]:
+            bad.append("%s includes %s.h, a layer above or beside it" % (f, inc))
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+}
+check "server: every file includes only the layers below it" server_layers
+
 # --- the result counting ------------------------------------------------------
 rt() { python3 "$top/scripts/run-tests.py" "$@"; }
 check "runner passes a passing suite" rt "a=printf 'ok 1 - x\nok 2 - y\n'"
