@@ -103,12 +103,12 @@ run: deps-check qemu project guest
 		--dma-access $(DMA_ACCESS) $(RUN_ARGS)
 
 SUITES_QUICK = \
-	"harness=tests/harness/run-tests.sh" \
+	"harness=tests/harness/harness-tests.sh" \
 	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
 	"server-proto=$(PYTHON) tests/server/protocol-tests.py --server $(SERVER)" \
-	"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
+	"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
-	"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+	"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
 	"bench-smoke=$(BENCH_SMOKE)"
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
@@ -119,7 +119,7 @@ BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qem
 # The unpatched client's known failures (wrong message layout, private file
 # RAM offered for mmap), asserted so that the tests are seen to catch them.
 SUITE_BASELINE = \
-	"guest-boot-baseline=$(PYTHON) tests/guest/run-tests.py --baseline --qemu $(BASELINE_QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
+	"guest-boot-baseline=$(PYTHON) tests/guest/boot-tests.py --baseline --qemu $(BASELINE_QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
 
 check-quick: deps-check qemu-with-tests project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK)
@@ -137,15 +137,15 @@ check-qtest: qemu-with-tests
 
 check-guest: deps-check qemu project guest
 	@$(PYTHON) scripts/run-tests.py \
-		"guest-boot=$(PYTHON) tests/guest/run-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
+		"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
 
 check-interop: qemu project
 	@$(PYTHON) scripts/run-tests.py \
 		"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
-		"interop=$(PYTHON) tests/interop/run-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
 
 check-harness:
-	@$(PYTHON) scripts/run-tests.py "harness=tests/harness/run-tests.sh"
+	@$(PYTHON) scripts/run-tests.py "harness=tests/harness/harness-tests.sh"
 
 export-series:
 	@scripts/qemu-tree.sh export $(QEMU_TREE)

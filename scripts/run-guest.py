@@ -9,7 +9,7 @@ Starts the server, boots the guest (TCG) with the DMA engine attached as
 vfio-user-pci, and prints which access mode each DMA region got, what the
 guest moved and verified, and the server's per-mode counters.  Exit status
 0 means the guest verified every transfer and both sides shut down cleanly.
---json FILE also writes everything it found, for tests/guest/run-tests.py.
+--json FILE also writes everything it found, for tests/guest/boot-tests.py.
 """
 import argparse
 import json

@@ -3,7 +3,7 @@
 vfio-user client, for each memory backend x dma-access mode and against a
 legacy server.  Prints TAP.
 
-    tests/guest/run-tests.py --qemu QEMU --server SERVER --guest-dir DIR [--filter STR]
+    tests/guest/boot-tests.py --qemu QEMU --server SERVER --guest-dir DIR [--filter STR]
 
 Each case runs scripts/run-guest.py in its own session (process group) and
 checks: the guest verified every byte, the DMA region holding the guest's

@@ -7,7 +7,7 @@ server (lvu-interop-server, linked against the libvfio-user copy bundled with
 QEMU) through its BAR0 registers.  Every byte a transfer moves is checked from
 QEMU's side.  Output is TAP; the exit status is non-zero if any test failed.
 
-usage: run-tests.py --qemu QEMU --server SERVER [--only NAME]
+usage: qemu-tests.py --qemu QEMU --server SERVER [--only NAME]
 """
 
 import argparse
