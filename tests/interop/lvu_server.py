@@ -13,6 +13,13 @@ KiB = 1024
 MiB = 1024 * KiB
 START_TIMEOUT = 20
 
+# BAR0 registers of the server's device and its commands
+REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED = 0x00, 0x04, 0x08, 0x0C
+REG_CMD, REG_STATUS, REG_ERRNO, REG_CRC, REG_SEQ = 0x10, 0x14, 0x18, 0x1C, 0x20
+OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
+METHOD_MSG, METHOD_MAP = 0, 1       # DMA by messages / through the mapping
+ST_DONE, ST_FAILED = 2, 3           # REG_STATUS
+
 
 def start(binary, sock_path, lifetime):
     """The server on sock_path, ready (it printed 'ready') to accept one
@@ -24,6 +31,14 @@ def start(binary, sock_path, lifetime):
         server.stop()
         raise
     return server
+
+
+def start_command(write32, op, method, addr, length, seed=0):
+    """Program a command through a 32-bit BAR0 register write function."""
+    for reg, val in ((REG_ADDR_LO, addr & 0xFFFFFFFF), (REG_ADDR_HI, addr >> 32),
+                     (REG_LEN, length), (REG_SEED, seed),
+                     (REG_CMD, op | method << 8)):
+        write32(reg, val)
 
 
 def server_pattern(seed, n):

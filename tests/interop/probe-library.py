@@ -34,16 +34,12 @@ import vfiouser  # noqa: E402
 from procs import TestFailure, Timeout, check  # noqa: E402
 from vfiouser import DMA_READ, DMA_WRITE, GuestMemory  # noqa: E402
 import lvu_server  # noqa: E402
-from lvu_server import KiB, server_pattern  # noqa: E402
+from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, OP_FROM_GUEST,  # noqa: E402
+                        OP_PATTERN, OP_TO_GUEST, server_pattern)
 
 CLIENT_MAX_XFER = 64 * KiB          # small, to watch the library split
 EINVAL, EPERM, EFAULT = 22, 1, 14
 TIMEOUT = 10
-
-# server BAR0 registers and commands (see lvu-interop-server.c)
-REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED, REG_CMD = 0, 4, 8, 0xC, 0x10
-OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
-METHOD_MSG, METHOD_MAP = 0, 1
 
 
 class Client(vfiouser.Client):
@@ -73,11 +69,8 @@ class Client(vfiouser.Client):
     def command(self, op, method, addr, length, seed=0, answer=None):
         """Start a server command; answer its DMA requests with answer().
         Returns (ok, errno, crc) from the server's report."""
-        for reg, val in ((REG_ADDR_LO, addr & 0xFFFFFFFF),
-                         (REG_ADDR_HI, addr >> 32), (REG_LEN, length),
-                         (REG_SEED, seed)):
-            self.reg_write(reg, val)
-        self.reg_write(REG_CMD, op | method << 8)
+        lvu_server.start_command(self.reg_write, op, method, addr, length,
+                                 seed)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             for ln in self.server.drain():

@@ -24,7 +24,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import lvu_server  # noqa: E402
 import tap  # noqa: E402
-from lvu_server import KiB, MiB, server_pattern  # noqa: E402
+from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, MiB,  # noqa: E402
+                        OP_FROM_GUEST, OP_PATTERN, OP_TO_GUEST, REG_CRC,
+                        REG_ERRNO, REG_SEQ, REG_STATUS, ST_DONE, ST_FAILED,
+                        server_pattern)
 from procs import TestFailure, check  # noqa: E402
 from qemu import QemuQtest, machine_memory, vfio_user_device  # noqa: E402
 
@@ -34,13 +37,6 @@ GUEST_MEM = 64 * MiB
 SLOT = 4                    # PCI slot of the device on bus 0
 BAR0_GPA = 0xE0000000       # inside the PCI hole of a 64 MiB pc machine
 VENDOR_DEVICE = 0x11E51234  # set by the server (vfu_pci_set_id)
-
-# BAR0 registers of the interop server (see lvu-interop-server.c)
-REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED = 0x00, 0x04, 0x08, 0x0C
-REG_CMD, REG_STATUS, REG_ERRNO, REG_CRC, REG_SEQ = 0x10, 0x14, 0x18, 0x1C, 0x20
-OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
-METHOD_MSG, METHOD_MAP = 0, 1
-ST_DONE, ST_FAILED = 2, 3
 
 EFAULT = 14
 CMD_TIMEOUT = 15            # seconds for any single qtest command or transfer
@@ -81,11 +77,8 @@ class Session:
     def command(self, op, method, addr, length, seed=0):
         """Run one server command; returns (status, errno, crc)."""
         qt = self.qt
-        qt.writel(BAR0_GPA + REG_ADDR_LO, addr & 0xFFFFFFFF)
-        qt.writel(BAR0_GPA + REG_ADDR_HI, addr >> 32)
-        qt.writel(BAR0_GPA + REG_LEN, length)
-        qt.writel(BAR0_GPA + REG_SEED, seed)
-        qt.writel(BAR0_GPA + REG_CMD, op | method << 8)
+        lvu_server.start_command(lambda r, v: qt.writel(BAR0_GPA + r, v),
+                                 op, method, addr, length, seed)
         self.seq += 1
         m = self.server.expect(r'^xfer seq=(\d+) .* errno=(\d+) crc=0x(\w+)$',
                                CMD_TIMEOUT, self.qemu)

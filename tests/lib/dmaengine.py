@@ -56,10 +56,6 @@ def reg_bytes(mode):
     return REG_COUNTERS + COUNTER_STRIDE * m
 
 
-def reg_ops(mode):
-    return reg_bytes(mode) + 8
-
-
 def fnv1a(data):
     """What the device puts in REG_CSUM."""
     h = 0xcbf29ce484222325

@@ -14,15 +14,14 @@ __unittest = True
 # commands
 VERSION, DMA_MAP, DMA_UNMAP, DEVICE_GET_INFO, DEVICE_GET_REGION_INFO = 1, 2, 3, 4, 5
 DEVICE_GET_IRQ_INFO, DEVICE_SET_IRQS, REGION_READ, REGION_WRITE = 7, 8, 9, 10
-DMA_READ, DMA_WRITE, DEVICE_RESET = 11, 12, 13
+DMA_READ, DMA_WRITE = 11, 12
 # header flags
-REPLY, NO_REPLY, ERROR = 0x1, 0x10, 0x20
+REPLY, ERROR = 0x1, 0x20
 # DMA_MAP flags: read, write, and the revision's access modes
 DMA_R, DMA_W, DMA_MMAP, DMA_FILE_IO = 0x1, 0x2, 0x4, 0x8
 DMA_UNMAP_ALL = 0x2
-# VFIO PCI region and irq indexes
-BAR0_REGION, CONFIG_REGION, NUM_REGIONS = 0, 7, 9
-INTX_IRQ, MSI_IRQ, NUM_IRQS = 0, 1, 5
+# VFIO PCI region indexes
+BAR0_REGION, CONFIG_REGION = 0, 7
 
 HDR = struct.Struct('<HHIII')       # id, command, size, flags, error
 
