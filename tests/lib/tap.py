@@ -18,6 +18,9 @@ class Case(unittest.TestCase):
     self.name, for generated cases)."""
 
     name = None
+    # what assert*() raise, so that check() failures are reported alike
+    # (without the frames of tests/lib)
+    failureException = procs.TestFailure
 
     def on_failure(self, fn):
         """Call fn (which prints evidence) if this case fails."""
@@ -48,6 +51,8 @@ class Case(unittest.TestCase):
 
 class FunctionCase(unittest.FunctionTestCase):
     """A case made of a name and a function (for tables of cases)."""
+
+    failureException = procs.TestFailure
 
     def __init__(self, name, fn, setUp=None, tearDown=None):
         super().__init__(fn, setUp=setUp, tearDown=tearDown)
