@@ -139,7 +139,7 @@ check-guest: deps-check qemu project guest
 	@$(PYTHON) scripts/run-tests.py \
 		"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
 
-check-interop: qemu project
+check-interop: deps-check qemu project
 	@$(PYTHON) scripts/run-tests.py \
 		"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
