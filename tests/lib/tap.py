@@ -3,6 +3,7 @@ QEMU's tests/functional.  A case is named by its description, not by its
 method; what a case prints and why it failed follow its result line as
 '# ' comments."""
 
+import signal
 import sys
 import unittest
 
@@ -74,13 +75,50 @@ def ordered(*classes):
     return suite
 
 
+class _Result(pycotap.TAPTestResult):
+    """pycotap's result, knowing which case is running."""
+
+    current = None
+    reported = False
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.current = test
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.current = None
+
+    def interrupted(self):
+        """Report the running case as failed, with its output so far."""
+        self._reset_streams()
+        sys.stdout.flush()
+        if self.current is not None and not self.reported:
+            self.reported = True
+            self.print_raw('not ok %d %s\n' % (self.testsRun, self.current.id()))
+            for ln in self.message.getvalue().splitlines()[-40:]:
+                self.print_raw('# %s\n' % ln)
+            self.print_raw('# interrupted (SIGTERM: the time limit, or Ctrl-C)\n')
+
+
 def run(suite):
-    """Run a suite, print TAP on stdout; exit status 0 if all passed."""
+    """Run a suite, print TAP on stdout; exit status 0 if all passed.  A
+    SIGTERM (the runner's time limit) fails the running case, with its
+    output so far, and ends the run (children are stopped by procs)."""
     sys.stdout.flush()
     log = pycotap.LogMode.LogToDiagnostics
-    result = pycotap.TAPTestRunner(message_log=log, test_output_log=log,
-                                   output_stream=sys.stdout,
-                                   error_stream=sys.stderr).run(suite)
+    result = _Result(sys.stdout, sys.stderr, log, log)
+
+    def on_sigterm(sig, frame):
+        result.interrupted()        # now: cleaning up may take a while
+        raise KeyboardInterrupt('stopped by SIGTERM')
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        suite(result)
+    except KeyboardInterrupt:
+        result.interrupted()
+        return 1
+    result.printErrors()
     return 0 if result.wasSuccessful() else 1
 
 
