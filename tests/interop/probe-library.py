@@ -340,8 +340,8 @@ class Session:
     probes, then one reply expected to make the library drop the
     connection, then the server must exit cleanly."""
 
-    def __init__(self, binary, tmp):
-        self.binary, self.tmp = binary, tmp
+    def __init__(self, binary, tmp, n):
+        self.binary, self.tmp, self.n = binary, tmp, n
         self.server = self.c = None
         self.seq = tap.Sequence(show=self.show)
 
@@ -395,11 +395,11 @@ class Session:
             out += [seq.case(name, lambda i=i: self.probes[i][1]())
                     for i, name in enumerate(names)]
         else:
-            out.append(seq.case('server starts, client attached',
+            out.append(seq.case('server %d starts, client attached' % self.n,
                                 self.start, breaks=True))
         out.append(seq.case(last_name, lambda: self.dropped(last_fn)))
-        out.append(seq.case('server exits cleanly afterwards', self.stop,
-                            always=True))
+        out.append(seq.case('server %d exits cleanly afterwards' % self.n,
+                            self.stop, always=True))
         return out
 
 
@@ -420,7 +420,7 @@ def main():
                  'the library drops the connection', exact_split_read))):
             d = os.path.join(tmp, str(n))
             os.mkdir(d)
-            s = Session(args.server, d)
+            s = Session(args.server, d, n + 1)
             suite.addTests(s.cases(probes_too, name, fn))
         return tap.run(suite)
 
