@@ -126,11 +126,11 @@ check-quick: deps-check qemu-with-tests project guest
 
 check: deps-check qemu-with-tests qemu-baseline project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK) $(SUITE_BASELINE) \
-		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check"
+		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check $(INTEROP_SERVER)"
 
-check-series: qemu-src
+check-series: qemu-src project
 	@$(PYTHON) scripts/run-tests.py \
-		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check"
+		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check $(INTEROP_SERVER)"
 
 check-qtest: qemu-with-tests
 	@$(PYTHON) scripts/run-tests.py "qtest=scripts/run-qtest.sh $(QEMU_BUILD)"
