@@ -41,26 +41,38 @@ g clean -q -fdx -e '/pc-bios/edk2-*.fd.bz2'
 "$top/scripts/qemu-tree.sh" placeholders "$src"
 
 # The client at this patch against a server that predates the mode bits:
-# tests/interop's memfd cases (mmap refused with the bit, taken without it;
-# file-io falling back to messages).  Numbered after the 3 checks per patch.
+# tests/interop's memfd cases (mmap refused with the bit, taken without it)
+# and, once the tree has dma-access=file-io, its file-io memfd cases (file
+# I/O falling back to messages).  Numbered after the 3 checks per patch.
 extra=0
 legacy_interop() {
+    local num want log=$work/interop.log
     extra=$((extra + 1))
     total=$((total + 1))
-    local num=$(( ${#list[@]} * 3 + extra ))
+    num=$(( ${#list[@]} * 3 + extra ))
     if [ -z "$interop_server" ] || [ ! -x "$interop_server" ]; then
         echo "ok $num - tree at $1: legacy libvfio-user interop # SKIP no interop server built"
         return
     fi
-    if "$top/tests/interop/qemu-tests.py" --only memfd \
-            --qemu "$build/qemu-system-x86_64" --server "$interop_server" \
-            > "$work/interop.log" 2>&1; then
-        echo "ok $num - tree at $1: legacy libvfio-user interop passes" \
-             "($(grep -c '^ok' "$work/interop.log") checks)"
-    else
-        echo "not ok $num - tree at $1: legacy libvfio-user interop fails"
-        grep -E '^not ok' "$work/interop.log" | head -n 20 | sed 's/^/#   /'
+    # the configurations this tree can run ("memfd" also picks "file-io memfd")
+    want=' memfd: '
+    if grep -q "'file-io'" "$src/qapi/vfio.json" 2>/dev/null; then
+        want=' (file-io )?memfd: '
+    fi
+    "$top/tests/interop/qemu-tests.py" --only memfd \
+        --qemu "$build/qemu-system-x86_64" --server "$interop_server" \
+        > "$log" 2>&1
+    if ! grep -Eq "^ok [0-9]+$want" "$log"; then
+        echo "not ok $num - tree at $1: legacy libvfio-user interop ran no check"
+        tail -n 20 "$log" | sed 's/^/# interop: /'
         failed=1
+    elif grep -Eq "^not ok [0-9]+$want" "$log"; then
+        echo "not ok $num - tree at $1: legacy libvfio-user interop fails"
+        grep -E "^not ok [0-9]+$want" "$log" | head -n 20 | sed 's/^/# interop: /'
+        failed=1
+    else
+        echo "ok $num - tree at $1: legacy libvfio-user interop passes" \
+             "($(grep -Ec "^ok [0-9]+$want" "$log") checks)"
     fi
 }
 
