@@ -38,9 +38,9 @@ export CCACHE_NOHASHDIR := 1
 export BUILD_DIR := $(BUILD)
 
 .PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
-        qemu-with-tests project libvfio-user guest run check check-quick check-series \
-        check-qtest check-guest check-interop check-harness export-series \
-        bench clean distclean
+        qemu-with-tests qemu-qtests project libvfio-user guest run check check-quick \
+        check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
+        check-guest check-interop check-harness export-series bench clean distclean
 
 all: qemu project
 
@@ -51,6 +51,8 @@ help:
 	@echo "  make export-series  write that tree's commits back to patches/"
 	@echo "  make check-series   apply, checkpatch and build every patch in order"
 	@echo "  make check-quick    make check without check-series"
+	@echo "  make check-qemu-qtest       QEMU's own x86_64 qtests (qemu/qtest-x86_64.conf)"
+	@echo "  make check-qtest-exclusions the excluded ones fail the same way unpatched"
 	@echo "  make bench          benchmarks (build/bench/results.{json,md,png})"
 	@echo "  make run MEMORY=memfd|ram|file-private|file-shared DMA_ACCESS=auto|mmap|file-io|message RUN_ARGS=--legacy"
 	@echo "  ./configure --qemu-src=DIR   use your own QEMU 10.2.x tree as the base"
@@ -74,6 +76,10 @@ qemu: qemu-src
 qemu-with-tests: qemu-src
 	@scripts/build-qemu.sh $(QEMU_TREE) $(QEMU_BUILD) qemu-system-x86_64 \
 		tests/qtest/vfio-user-test
+
+# Every program of QEMU's qtest-x86_64 suite (the vfio-user qtest among them).
+qemu-qtests: qemu-src
+	@scripts/build-qemu.sh $(QEMU_TREE) $(QEMU_BUILD) qemu-system-x86_64 @qtest-x86_64
 
 # QEMU 10.2.2 without the series, for benchmarks.
 qemu-baseline: qemu-src
@@ -102,14 +108,21 @@ run: deps-check qemu project guest
 		--guest-dir $(GUEST_DIR) --memory $(MEMORY) \
 		--dma-access $(DMA_ACCESS) $(RUN_ARGS)
 
+QTEST_CONF := qemu/qtest-x86_64.conf
+QTEST_EXCLUDED := $(shell awk '!/^\#/ && $$2 == "exclude" { print "tests/qtest/" $$1 }' $(QTEST_CONF))
+QEMU_QTEST_SUITE = "qemu-qtest=$(PYTHON) scripts/run-qemu-qtests.py $(QEMU_BUILD)"
+FEATURES_SUITE = "qemu-features=$(PYTHON) tests/qemu/features-test.py --qemu $(QEMU)"
+
 SUITES_QUICK = \
 	"harness=tests/harness/harness-tests.sh" \
 	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
+	$(FEATURES_SUITE) \
 	"server-proto=$(PYTHON) tests/server/protocol-tests.py --server $(SERVER)" \
 	"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 	"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
-	"bench-smoke=$(BENCH_SMOKE)"
+	"bench-smoke=$(BENCH_SMOKE)" \
+	$(QEMU_QTEST_SUITE)
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
@@ -121,10 +134,10 @@ BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qem
 SUITE_BASELINE = \
 	"guest-boot-baseline=$(PYTHON) tests/guest/boot-tests.py --baseline --qemu $(BASELINE_QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
 
-check-quick: deps-check qemu-with-tests project guest
+check-quick: deps-check qemu-with-tests qemu-qtests project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK)
 
-check: deps-check qemu-with-tests qemu-baseline project guest
+check: deps-check qemu-with-tests qemu-qtests qemu-baseline project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK) $(SUITE_BASELINE) \
 		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check $(INTEROP_SERVER)"
 
@@ -134,6 +147,18 @@ check-series: qemu-src project
 
 check-qtest: qemu-with-tests
 	@$(PYTHON) scripts/run-tests.py "qtest=scripts/run-qtest.sh $(QEMU_BUILD)"
+
+check-qemu-qtest: deps-check qemu-qtests
+	@$(PYTHON) scripts/run-tests.py $(QEMU_QTEST_SUITE)
+
+# The excluded qtests, on the patched and the unpatched build.
+check-qtest-exclusions: deps-check qemu-qtests qemu-baseline
+	@scripts/build-qemu.sh $(BASELINE_TREE) $(BASELINE_BUILD) qemu-system-x86_64 $(QTEST_EXCLUDED)
+	@$(PYTHON) scripts/run-tests.py \
+		"qtest-exclusions=$(PYTHON) scripts/compare-qtest-exclusions.py $(QEMU_BUILD) $(BASELINE_BUILD)"
+
+check-features: deps-check qemu
+	@$(PYTHON) scripts/run-tests.py $(FEATURES_SUITE)
 
 check-guest: deps-check qemu project guest
 	@$(PYTHON) scripts/run-tests.py \

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Build the test guest: a Debian kernel plus a small busybox initramfs that
-# runs the DMA test program once and powers off.
+# runs the DMA test program once (optionally next to network traffic, see
+# init.sh) and powers off.
 #
 #   guest/build-image.sh OUTDIR DMATEST_BINARY
 #
 # Outputs OUTDIR/vmlinuz and OUTDIR/initrd.gz.  Downloaded packages are kept
 # in OUTDIR/cache; the image is rebuilt only when the kernel package, the
-# test program or the init script changed (a stamp file records their hashes).
+# test program, the init script or this script changed (a stamp file records
+# their hashes).
 set -eu
 
 if [ $# -ne 2 ]; then
@@ -37,8 +39,9 @@ if [ -z "$kpkg" ]; then
 fi
 [ -n "$kpkg" ] || { echo "error: cannot resolve the kernel package (run apt-get update)" >&2; exit 1; }
 
-stamp_want=$(printf '%s\n%s\n%s\n' "$kpkg" "$(sha256sum < "$dmatest")" \
-             "$(sha256sum < "$init_script")" | sha256sum | cut -c1-64)
+stamp_want=$(printf '%s\n%s\n%s\n%s\n' "$kpkg" "$(sha256sum < "$dmatest")" \
+             "$(sha256sum < "$init_script")" "$(sha256sum < "$0")" |
+             sha256sum | cut -c1-64)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp_want" ] &&
    [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ]; then
     echo "guest image up to date in $out"
@@ -67,7 +70,10 @@ kver=${kpkg#linux-image-}
 root=$work/root
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/lib/modules"
 cp "$work/b/bin/busybox" "$root/bin/busybox"
-for m in drivers/uio/uio.ko drivers/uio/uio_pci_generic.ko; do
+# uio for the DMA test; e1000 (a module in Debian's kernel, with no
+# dependencies) for the network test's NIC.
+for m in drivers/uio/uio.ko drivers/uio/uio_pci_generic.ko \
+         drivers/net/ethernet/intel/e1000/e1000.ko; do
     cp "$work/k/lib/modules/$kver/kernel/$m" "$root/lib/modules/"
 done
 cp "$dmatest" "$root/bin/dmatest"

@@ -11,7 +11,9 @@
  * block on /dev/uioN for the INTx interrupt; with irq=poll we poll STATUS.
  *
  * Arguments (key=value): phys=ADDR size=BYTES irq=intx|poll
- * sizes=N:N:...  Output ends with one line:
+ * sizes=N:N:... seconds=S (repeat the sizes until S seconds have passed, to
+ * keep the device busy while something else runs; default: once).
+ * Output ends with one line:
  *   DMATEST RESULT pass=N fail=M bytes=B mbps=X irqs=K
  */
 #include <dirent.h>
@@ -241,6 +243,8 @@ int main(int argc, char **argv)
     uint64_t phys = 0x8000000, size = 16 << 20;
     const char *irq = "intx";
     char sizes_arg[256] = "4096:65537:1052673:3145728";
+    char sizes_round[256];
+    double seconds = 0;
     unsigned pass = 0, fail = 0;
     uint64_t bytes = 0;
     double busy = 0;
@@ -256,6 +260,8 @@ int main(int argc, char **argv)
             irq = argv[i] + 4;
         } else if (!strncmp(argv[i], "sizes=", 6)) {
             snprintf(sizes_arg, sizeof(sizes_arg), "%s", argv[i] + 6);
+        } else if (!strncmp(argv[i], "seconds=", 8)) {
+            seconds = strtod(argv[i] + 8, NULL);
         } else {
             printf("DMATEST ERROR unknown argument %s\n", argv[i]);
             return 2;
@@ -299,56 +305,67 @@ int main(int argc, char **argv)
     /* Three equal areas: source, buffer read-back target, copy target. */
     uint64_t area = (size / 3) & ~4095ull;
 
-    for (char *tok = strtok(sizes_arg, ":"); tok; tok = strtok(NULL, ":")) {
-        uint32_t len = (uint32_t)strtoul(tok, NULL, 0);
-        /* Odd offsets make every transfer straddle page boundaries. */
-        uint64_t soff = 0x123, doff = 0x7b1;
-        if (len == 0 || len > bufsize || soff + len + GUARD > area ||
-            doff + len + GUARD > area) {
-            printf("DMATEST FAIL len=%u: larger than the device buffer or the DMA area\n", len);
-            fail++;
-            continue;
-        }
-        uint8_t *a = mem, *b = mem + area, *c = mem + 2 * area;
-        fill(a + soff, len, len);
-        memset(b, 0xa5, area);
-        memset(c, 0xa5, area);
+    double started = now();
+    int device_lost = 0;
+    unsigned rounds = 0;
+    do {
+        rounds++;
+        snprintf(sizes_round, sizeof(sizes_round), "%s", sizes_arg);
+        for (char *tok = strtok(sizes_round, ":"); tok; tok = strtok(NULL, ":")) {
+            uint32_t len = (uint32_t)strtoul(tok, NULL, 0);
+            /* Odd offsets make every transfer straddle page boundaries. */
+            uint64_t soff = 0x123, doff = 0x7b1;
+            if (len == 0 || len > bufsize || soff + len + GUARD > area ||
+                doff + len + GUARD > area) {
+                printf("DMATEST FAIL len=%u: larger than the device buffer or the DMA area\n", len);
+                fail++;
+                continue;
+            }
+            uint8_t *a = mem, *b = mem + area, *c = mem + 2 * area;
+            fill(a + soff, len, len);
+            memset(b, 0xa5, area);
+            memset(c, 0xa5, area);
 
-        double t0 = now();
-        int r1 = run_op(DMAENG_CMD_TO_BUF, phys + soff, 0, len);
-        double t1 = now();
-        if (!r1 && rd64(DMAENG_REG_CSUM) != dmaeng_fnv1a(a + soff, len)) {
-            printf("DMATEST FAIL to-buf len=%u: device checksum differs\n", len);
-            r1 = -1;
-        }
-        printf("DMATEST op=to-buf len=%u %s\n", len, r1 ? "FAIL" : "ok");
-        r1 ? fail++ : pass++;
+            double t0 = now();
+            int r1 = run_op(DMAENG_CMD_TO_BUF, phys + soff, 0, len);
+            double t1 = now();
+            if (!r1 && rd64(DMAENG_REG_CSUM) != dmaeng_fnv1a(a + soff, len)) {
+                printf("DMATEST FAIL to-buf len=%u: device checksum differs\n", len);
+                r1 = -1;
+            }
+            printf("DMATEST op=to-buf len=%u %s\n", len, r1 ? "FAIL" : "ok");
+            r1 ? fail++ : pass++;
 
-        double t2 = now();
-        int r2 = run_op(DMAENG_CMD_FROM_BUF, 0, phys + area + doff, len);
-        double t3 = now();
-        if (!r2) {
-            r2 = check_copy("from-buf", a + soff, b + doff, len);
-        }
-        printf("DMATEST op=from-buf len=%u %s\n", len, r2 ? "FAIL" : "ok");
-        r2 ? fail++ : pass++;
+            double t2 = now();
+            int r2 = run_op(DMAENG_CMD_FROM_BUF, 0, phys + area + doff, len);
+            double t3 = now();
+            if (!r2) {
+                r2 = check_copy("from-buf", a + soff, b + doff, len);
+            }
+            printf("DMATEST op=from-buf len=%u %s\n", len, r2 ? "FAIL" : "ok");
+            r2 ? fail++ : pass++;
 
-        double t4 = now();
-        int r3 = run_op(DMAENG_CMD_COPY, phys + soff, phys + 2 * area + doff, len);
-        double t5 = now();
-        if (!r3) {
-            r3 = check_copy("copy", a + soff, c + doff, len);
-        }
-        printf("DMATEST op=copy len=%u %s\n", len, r3 ? "FAIL" : "ok");
-        r3 ? fail++ : pass++;
+            double t4 = now();
+            int r3 = run_op(DMAENG_CMD_COPY, phys + soff, phys + 2 * area + doff, len);
+            double t5 = now();
+            if (!r3) {
+                r3 = check_copy("copy", a + soff, c + doff, len);
+            }
+            printf("DMATEST op=copy len=%u %s\n", len, r3 ? "FAIL" : "ok");
+            r3 ? fail++ : pass++;
 
-        if (r1 == -2 || r2 == -2 || r3 == -2) {
-            fail++;
-            break;      /* no point going on without a device */
+            if (r1 == -2 || r2 == -2 || r3 == -2) {
+                fail++;
+                device_lost = 1;
+                break;      /* no point going on without a device */
+            }
+            /* A copy moves the data twice (read + write). */
+            bytes += (r1 ? 0 : len) + (r2 ? 0 : len) + (r3 ? 0 : 2ull * len);
+            busy += (t1 - t0) + (t3 - t2) + (t5 - t4);
         }
-        /* A copy moves the data twice (read + write). */
-        bytes += (r1 ? 0 : len) + (r2 ? 0 : len) + (r3 ? 0 : 2ull * len);
-        busy += (t1 - t0) + (t3 - t2) + (t5 - t4);
+    } while (!device_lost && now() - started < seconds);
+    if (seconds > 0) {
+        printf("DMATEST ROUNDS %u in %.1f s\n", rounds, now() - started);
     }
 
     printf("DMATEST COUNTERS mmap_bytes=%llu mmap_ops=%llu file_io_bytes=%llu "

@@ -13,16 +13,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # QEMU build: compiler tool chain, meson >= 1.5 (backports), glib, and what the
 # +ds tarball needs to configure (flex/bison for the dtc-less parts, dtc for
-# the pc-bios/dtb step); json-c and cmocka for building the libvfio-user copy
-# in QEMU's tree (its meson.build wants cmocka even with its tests off).
+# the pc-bios/dtb step); pycotap, which QEMU's configure installs into its
+# build venv (mkvenv) and fails without; libslirp and pixman for the user
+# networking and display QEMU is built with; json-c and cmocka for building
+# the libvfio-user copy in QEMU's tree (its meson.build wants cmocka even with
+# its tests off).
 pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
             libglib2.0-dev flex bison device-tree-compiler bzip2 xz-utils
-            ccache ca-certificates libjson-c-dev libcmocka-dev)
-# Tests: firmware for -kernel boots (SeaBIOS, option ROMs), the guest image
-# ingredients, static libc for the in-guest program, pycotap for QEMU's
-# functional-test style runner.
-pkgs_check=(seabios qemu-system-data busybox-static cpio libc6-dev
-            python3-pycotap)
+            ccache ca-certificates python3-pycotap libslirp-dev libpixman-1-dev
+            libjson-c-dev libcmocka-dev)
+# Running QEMU and the tests: the firmware the build looks for in Debian's
+# places (SeaBIOS and its VGA BIOSes, QEMU's option ROMs, iPXE's NIC ROMs),
+# the guest image ingredients, static libc for the in-guest program.
+pkgs_check=(seabios qemu-system-data ipxe-qemu busybox-static cpio libc6-dev)
 # Benchmarks: the plot.
 pkgs_bench=(python3-matplotlib)
 

@@ -3,22 +3,31 @@
 
     scripts/run-guest.py --qemu Q --server S --guest-dir D
         [--memory memfd|ram|file-private|file-shared]
-        [--dma-access auto|mmap|file-io|message] [--legacy]
+        [--dma-access auto|mmap|file-io|message] [--legacy] [--net]
 
 Starts the server, boots the guest (TCG) with the DMA engine attached as
 vfio-user-pci, and prints which access mode each DMA region got, what the
 guest moved and verified, and the server's per-mode counters.  Exit status
 0 means the guest verified every transfer and both sides shut down cleanly.
+--net also gives the guest an e1000 NIC on user-mode networking (-netdev
+user): while the DMA test runs (repeated for a few seconds), the guest
+fetches a file over and over from an HTTP server this script runs on the
+host's loopback, which the guest reaches at 10.0.2.2 through slirp; every
+fetch must arrive intact.
 --json FILE also writes everything it found, for tests/guest/boot-tests.py.
 """
 import argparse
+import hashlib
+import http.server
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -26,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "lib"))
 import dmaserver  # noqa: E402
 import procs  # noqa: E402
-from qemu import FIRMWARE, memory_backend, vfio_user_device  # noqa: E402
+from qemu import memory_backend, vfio_user_device  # noqa: E402
 
 MEMORY_ID = "guestram"      # backend id; error messages must name it
 RAM_SIZE = "256M"
@@ -38,6 +47,53 @@ DMA_SIZE = 16 << 20
 RESULT_RE = re.compile(r"DMATEST RESULT pass=(\d+) fail=(\d+) bytes=(\d+) "
                        r"mbps=([0-9.]+) irqs=(\d+)")
 COUNTERS_RE = re.compile(r"DMATEST COUNTERS (.*)")
+NET_GET_RE = re.compile(r"NETTEST GET (\d+) bytes=(\d+) sha256=([0-9a-f]+) "
+                        r"dma-running=(yes|no)")
+NET_PAYLOAD = 256 << 10
+NET_DMA_SECONDS = 3
+HOST_ADDR = "10.0.2.2"      # the host's loopback as slirp shows it to the guest
+
+
+class FileServer:
+    """An HTTP server on the host's loopback with one random file at a
+    random path; counts the complete answers it gave."""
+
+    def __init__(self):
+        self.payload = secrets.token_bytes(NET_PAYLOAD)
+        self.path = "/" + secrets.token_hex(8)
+        self.served = 0
+        self.refused = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 20
+
+            def do_GET(self):
+                if self.path != outer.path:
+                    outer.refused += 1
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.payload)))
+                self.end_headers()
+                self.wfile.write(outer.payload)
+                outer.served += 1
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self):
+        return f"http://{HOST_ADDR}:{self.port}{self.path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def memory_args(kind, workdir):
@@ -58,7 +114,7 @@ def kvm_works(qemu, guest_dir):
         pass
     ok = False
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
-        cmd = [qemu, "-accel", "kvm"] + FIRMWARE + ["-m", "128M", "-nographic", "-no-reboot", "-nic", "none",
+        cmd = [qemu, "-accel", "kvm", "-m", "128M", "-nographic", "-no-reboot", "-nic", "none",
                "-kernel", os.path.join(guest_dir, "vmlinuz"),
                "-append", "console=ttyS0 panic=-1"]
         proc = procs.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -74,7 +130,8 @@ def kvm_works(qemu, guest_dir):
 
 
 def parse_outputs(workdir):
-    out = {"regions": [], "result": None, "guest_counters": None, "stats": None}
+    out = {"regions": [], "result": None, "guest_counters": None, "stats": None,
+           "net_gets": [], "net_errors": []}
     with open(os.path.join(workdir, "server.log"), errors="replace") as f:
         out["server_log"] = f.read()
     # "regions": every mapping ever made, in order; "final_regions": the
@@ -96,6 +153,10 @@ def parse_outputs(workdir):
                                  (kv.split("=") for kv in m.group(1).split())}
     out["guest_failures"] = [l.strip() for l in guest.splitlines()
                              if "DMATEST FAIL" in l or "DMATEST ERROR" in l]
+    for m in NET_GET_RE.finditer(guest):
+        out["net_gets"].append({"bytes": int(m.group(2)), "sha256": m.group(3),
+                                "during_dma": m.group(4) == "yes"})
+    out["net_errors"] = [l.strip() for l in guest.splitlines() if "NETTEST ERROR" in l]
     return out
 
 
@@ -111,6 +172,14 @@ def run(args, workdir):
               f"iomem=relaxed dmatest.args=phys={DMA_PHYS:#x},size={DMA_SIZE},irq={args.irq}")
     if args.sizes:
         append += f",sizes={args.sizes}"
+    files = None
+    if args.net:
+        files = FileServer()
+        # DMA keeps going long enough for several fetches to overlap it
+        append += f",seconds={NET_DMA_SECONDS} nettest.url={files.url()}"
+        nic = ["-netdev", "user,id=net0", "-device", "e1000,netdev=net0"]
+    else:
+        nic = ["-nic", "none"]
 
     info = {"qemu_rc": None, "server_rc": None, "timed_out": False}
     server = qemu = None
@@ -121,10 +190,9 @@ def run(args, workdir):
                                          ["--legacy"] if args.legacy else [])
         except procs.TestFailure as e:
             raise RuntimeError(f"server did not start: {e}")
-        qemu_cmd = ([args.qemu, "-accel", args.accel] + FIRMWARE +
-                    memory_args(args.memory, workdir) +
-                    ["-m", RAM_SIZE, "-nographic", "-no-reboot", "-nic", "none",
-                     "-kernel", os.path.join(args.guest_dir, "vmlinuz"),
+        qemu_cmd = ([args.qemu, "-accel", args.accel] + memory_args(args.memory, workdir) +
+                    ["-m", RAM_SIZE, "-nographic", "-no-reboot"] + nic +
+                    ["-kernel", os.path.join(args.guest_dir, "vmlinuz"),
                      "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
                      "-append", append, "-device",
                      json.dumps(vfio_user_device(server.sock_path, args.dma_access))])
@@ -146,6 +214,8 @@ def run(args, workdir):
         procs.stop(qemu, 5)
         if server:
             server.stop(5)
+        if files:
+            files.close()
         for f in logs.values():
             f.close()
         ram_file = os.path.join(workdir, MEMORY_ID + "-ram")
@@ -163,6 +233,20 @@ def run(args, workdir):
     res = info["result"]
     info["pass"] = (info["qemu_rc"] == 0 and info["server_rc"] == 0 and res is not None
                     and res["fail"] == 0 and res["pass"] > 0)
+    info["net"] = None
+    if files:
+        want = hashlib.sha256(files.payload).hexdigest()
+        gets = info["net_gets"]
+        info["net"] = {"served": files.served, "refused": files.refused,
+                       "fetched": len(gets),
+                       "intact": sum(1 for g in gets if g["sha256"] == want
+                                     and g["bytes"] == len(files.payload)),
+                       "during_dma": sum(1 for g in gets if g["during_dma"]),
+                       "errors": info["net_errors"]}
+        n = info["net"]
+        n["pass"] = (n["fetched"] > 0 and n["intact"] == n["fetched"] == n["served"]
+                     and n["during_dma"] > 0 and not n["errors"])
+        info["pass"] = info["pass"] and n["pass"]
     return info
 
 
@@ -190,6 +274,13 @@ def summarize(args, info):
         print("  guest: no result line")
     for line in info["guest_failures"]:
         print(f"    {line}")
+    n = info.get("net")
+    if n:
+        print(f"  network: the guest fetched the host's file {n['fetched']} times "
+              f"({n['during_dma']} while its DMA ran), {n['intact']} intact; "
+              f"the host served {n['served']}")
+        for line in n["errors"]:
+            print(f"    {line}")
     for line in info["server_errors"][-3:]:
         print(f"  server: {line}")
     if info["stats"]:
@@ -211,6 +302,8 @@ def main():
     ap.add_argument("--legacy", action="store_true", help="run the server in --legacy mode")
     ap.add_argument("--irq", default="intx", choices=["intx", "poll"])
     ap.add_argument("--sizes", help="transfer sizes, colon separated")
+    ap.add_argument("--net", action="store_true",
+                    help="user networking: the guest fetches a file from the host during DMA")
     ap.add_argument("--timeout", type=float, default=90)
     ap.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                     help="auto: KVM if a probe boot works with it, else TCG")

@@ -9,7 +9,9 @@ Each case runs scripts/run-guest.py in its own session (process group) and
 checks: the guest verified every byte, the DMA region holding the guest's
 buffer was mapped in the expected mode, the server's counters show that mode
 carried all the traffic (and no other mode any), and the counters the guest
-read from the device equal the ones the server wrote on exit.
+read from the device equal the ones the server wrote on exit.  The "+net"
+cases also give the guest a NIC on user networking (-netdev user) and check
+that the guest fetched a file from the host, intact, while its DMA ran.
 """
 import argparse
 import json
@@ -68,9 +70,15 @@ POLL_CASES = [
     ("memfd", "message", False, "message"),
     ("memfd", "file-io", False, "file-io"),
 ]
+# Cases with network traffic (slirp, e1000) next to the DMA: mmap, and
+# messages, which share QEMU's main loop with slirp.
+NET_CASES = [
+    ("memfd", "auto", False, "mmap"),
+    ("ram", "auto", False, "message"),
+]
 
 
-def run_case(args, memory, mode, legacy, irq, workdir):
+def run_case(args, memory, mode, legacy, irq, workdir, net=False):
     out_json = os.path.join(workdir, "result.json")
     cmd = [sys.executable, RUN_GUEST, "--qemu", args.qemu, "--server", args.server,
            "--guest-dir", args.guest_dir, "--memory", memory,
@@ -78,6 +86,8 @@ def run_case(args, memory, mode, legacy, irq, workdir):
            "--irq", irq]
     if legacy:
         cmd.append("--legacy")
+    if net:
+        cmd.append("--net")
     if mode:
         cmd += ["--dma-access", mode]
     proc = procs.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,6 +142,11 @@ def problems_of(info, expect):
         return problems
 
     problems = []
+    net = info.get("net")
+    if net and not net["pass"]:
+        problems.append(f"network: {net['fetched']} fetches ({net['intact']} intact, "
+                        f"{net['during_dma']} during DMA), host served {net['served']}")
+        problems += [f"guest: {l}" for l in net["errors"][:2]]
     if not info["pass"]:
         server_errors = [l for l in info["server_log"].splitlines() if l.startswith("error:")]
         problems.append(f"run failed: qemu_rc={info['qemu_rc']} server_rc={info['server_rc']} "
@@ -168,15 +183,16 @@ def problems_of(info, expect):
     return problems
 
 
-def case(args, n, name, memory, mode, legacy, irq, expect):
+def case(args, n, name, memory, mode, legacy, irq, net, expect):
     def run():
         with tempfile.TemporaryDirectory(prefix="guest-test-") as tmp:
             workdir = tmp
             if args.keep:
                 workdir = os.path.join(args.keep, f"{n:02d}-{memory}-{mode or 'none'}"
-                                       f"{'-legacy' if legacy else ''}-{irq}")
+                                       f"{'-legacy' if legacy else ''}-{irq}"
+                                       f"{'-net' if net else ''}")
                 os.makedirs(workdir, exist_ok=True)
-            info, text = run_case(args, memory, mode, legacy, irq, workdir)
+            info, text = run_case(args, memory, mode, legacy, irq, workdir, net)
             problems = problems_of(info, expect)
             sock = os.path.join(workdir, "dma.sock")
             if os.path.exists(sock):
@@ -188,6 +204,8 @@ def case(args, n, name, memory, mode, legacy, irq, expect):
             raise AssertionError("; ".join(problems))
         if info["result"]:
             print(f"{info['result']['bytes']} bytes verified, {info['result']['mbps']} MB/s")
+        if info.get("net"):
+            print(f"{info['net']['intact']} intact fetches over the network")
     return tap.FunctionCase(name, run)
 
 
@@ -203,15 +221,16 @@ def main():
     args = ap.parse_args()
 
     suite = tap.unittest.TestSuite()
-    tables = ((("intx", BASELINE_CASES),) if args.baseline
-              else (("intx", CASES), ("poll", POLL_CASES)))
-    for irq, table in tables:
+    tables = ((("intx", False, BASELINE_CASES),) if args.baseline
+              else (("intx", False, CASES), ("poll", False, POLL_CASES),
+                    ("intx", True, NET_CASES)))
+    for irq, net, table in tables:
         for memory, mode, legacy, expect in table:
             name = (f"{memory} dma-access={mode or '(none)'}{' legacy-server' if legacy else ''}"
-                    f"{' irq=poll' if irq == 'poll' else ''} -> {expect}")
+                    f"{' irq=poll' if irq == 'poll' else ''}{' +net' if net else ''} -> {expect}")
             if args.filter in name:
                 suite.addTest(case(args, suite.countTestCases() + 1, name, memory, mode,
-                                   legacy, irq, expect))
+                                   legacy, irq, net, expect))
     return tap.run(suite)
 
 

@@ -10,7 +10,6 @@ from procs import LineProc, TestFailure, Timeout, check
 
 __unittest = True
 
-FIRMWARE = ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu']
 START_TIMEOUT = 30
 
 
@@ -153,7 +152,7 @@ class QemuQtest:
         self.conns = []
         listeners = {}
         argv = [binary, '-accel', 'qtest', '-nodefaults', '-display',
-                'none'] + FIRMWARE + list(args)
+                'none'] + list(args)
         try:
             for kind, wanted in (('qtest', qtest), ('qmp', qmp)):
                 if not wanted:
