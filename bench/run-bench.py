@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
 import dmaengine as de  # noqa: E402
 import dmaserver  # noqa: E402
 from procs import TestFailure, check  # noqa: E402
-from qemu import QemuQtest, memory_backend, vfio_user_device  # noqa: E402
+from qemu import Qemu, memory_backend, vfio_user_device  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZES = [4 * KiB, 64 * KiB, 1 * MiB]
@@ -84,7 +84,7 @@ class Session:
 
     def start_qemu(self, mem_args, dev=None, qtest=True, qmp=False):
         """Start QEMU; returns once the qtest/QMP sockets are connected."""
-        self.vm = QemuQtest(self.qemu_bin, self.tmp, mem_args +
+        self.vm = Qemu(self.qemu_bin, self.tmp, mem_args +
                             (['-device', json.dumps(dev)] if dev else []),
                             slot=SLOT, qtest=qtest, qmp=qmp, timeout=120)
         self.qemu, self.qt, self.qmp = self.vm.proc, self.vm.qt, self.vm.qmp

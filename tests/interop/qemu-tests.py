@@ -29,7 +29,7 @@ from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, MiB,  # noqa: E402
                         REG_ERRNO, REG_SEQ, REG_STATUS, ST_DONE, ST_FAILED,
                         server_pattern)
 from procs import TestFailure, check  # noqa: E402
-from qemu import QemuQtest, machine_memory, vfio_user_device  # noqa: E402
+from qemu import Qemu, machine_memory, vfio_user_device  # noqa: E402
 
 MAX_XFER = 1 * MiB          # the max_data_xfer_size QEMU advertises
 
@@ -58,7 +58,7 @@ class Session:
         sock_path = os.path.join(tmp, 'vfio-user.sock')
         self.server = lvu_server.start(args.server, sock_path,
                                        START_TIMEOUT * 3)
-        self.vm = QemuQtest(args.qemu, tmp, machine_memory(
+        self.vm = Qemu(args.qemu, tmp, machine_memory(
             memory, GUEST_MEM, tmp) + ['-device', json.dumps(vfio_user_device(
                 sock_path, dma_access, SLOT, 'lvu'))] + args.qemu_arg,
             slot=SLOT, timeout=CMD_TIMEOUT)

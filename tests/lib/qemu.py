@@ -1,5 +1,5 @@
 """QEMU for the tests: memory backends, a vfio-user-pci device, and QEMU
-under -accel qtest driven through the qtest and QMP sockets."""
+(usually under -accel qtest) driven through its qtest and QMP sockets."""
 
 import json
 import os
@@ -141,17 +141,21 @@ class Qmp:
             if 'error' in r:
                 raise TestFailure('qmp %s: %s' % (name, r['error']['desc']))
 
+    def hmp(self, line):
+        return self.cmd('human-monitor-command', **{'command-line': line})
 
-class QemuQtest:
-    """QEMU under -accel qtest with a qtest socket (self.qt) and, if
-    asked, a QMP one (self.qmp); returns once both are connected."""
+
+class Qemu:
+    """QEMU (-accel qtest unless told otherwise) with a qtest socket
+    (self.qt) and, if asked, a QMP one (self.qmp); returns once both are
+    connected.  timeout: for every answer on them."""
 
     def __init__(self, binary, workdir, args, slot=None, qtest=True,
-                 qmp=False, timeout=120):
+                 qmp=False, timeout=120, accel='qtest'):
         self.qt = self.qmp = self.proc = None
         self.conns = []
         listeners = {}
-        argv = [binary, '-accel', 'qtest', '-nodefaults', '-display',
+        argv = [binary, '-accel', accel, '-nodefaults', '-display',
                 'none'] + list(args)
         try:
             for kind, wanted in (('qtest', qtest), ('qmp', qmp)):
