@@ -137,12 +137,14 @@ check_fails "runner fails a suite with a failing test" rt "a=printf 'ok 1\nnot o
 check_fails "runner fails a suite that ran no test" rt "a=true"
 check_fails "runner fails a suite that crashed after passing tests" rt "a=printf 'ok 1\n'; exit 3"
 check_fails "runner kills and fails a suite that leaves a child holding its output" \
-    timeout 30 python3 "$top/scripts/run-tests.py" "a=printf 'ok 1\n'; sleep 300 &"
-check "that child is gone" bash -c "! pgrep -f 'slee[p] 300' >/dev/null"
+    timeout 30 python3 "$top/scripts/run-tests.py" "a=printf 'ok 1\n'; sleep 300.$$ &"
+# (sleep's argument carries this run's pid: other harness runs on the
+# machine must not count)
+check "that child is gone" bash -c "! pgrep -f 'slee[p] 300\.$$\$' >/dev/null"
 check_fails "runner stops and fails a suite that runs past its limit" \
-    timeout 60 python3 "$top/scripts/run-tests.py" "a@2=printf 'ok 1\n'; sleep 301"
+    timeout 60 python3 "$top/scripts/run-tests.py" "a@2=printf 'ok 1\n'; sleep 301.$$"
 check "the failure names the limit" grep -q "timed out after 2 s" "$tmp/last"
-check "the stopped suite's process is gone" bash -c "! pgrep -f 'slee[p] 301' >/dev/null"
+check "the stopped suite's process is gone" bash -c "! pgrep -f 'slee[p] 301\.$$\$' >/dev/null"
 check "runner counts only top-level TAP lines, not nested ones" \
     bash -c "python3 '$top/scripts/run-tests.py' \"a=printf 'ok 1\n# not ok 1 - nested\n  not ok 2 - indented\n'\" | tail -n1 | grep -qx '1 passed, 0 failed, 0 skipped'"
 summary_evidence() {
