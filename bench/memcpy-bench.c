@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "timing.h"
+#include "bench-timing.h"
 
 /*
  * Alignment as in the server: guest memory is page-aligned (an mmap of the

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Benchmarks of server-driven DMA in each access mode (see docs/benchmarks.md).
 
 QEMU runs under -accel qtest (no guest code); this script sets the device up
@@ -16,9 +16,6 @@ usage: run-bench.py --qemu Q --baseline-qemu B --server S --out DIR
 import argparse
 import json
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +24,10 @@ import time
 sys.dont_write_bytecode = True     # keep the source tree clean
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
-from testlib import Proc, QTest, TestFailure, check  # noqa: E402
+import dmaengine as de  # noqa: E402
+import dmaserver  # noqa: E402
+from procs import TestFailure, check  # noqa: E402
+from qemu import Qemu, memory_backend, vfio_user_device  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZES = [4 * KiB, 64 * KiB, 1 * MiB]
@@ -39,13 +39,6 @@ GUARD = 64                  # bytes after the written range that must stay
 GUEST_MEM = 256 * MiB
 START_TIMEOUT = 30
 
-# BAR0 registers and commands of the server's device (docs/server.md)
-REG_ID, REG_SRC, REG_DST, REG_LEN = 0x00, 0x08, 0x10, 0x18
-REG_CMD, REG_STATUS, REG_ERROR, REG_BENCH_ITERS = 0x1C, 0x20, 0x24, 0x74
-DEV_ID = 0x31414D44
-OP_BENCH_READ, OP_BENCH_WRITE = 4, 5
-ST_DONE, ST_ERROR = 2, 4
-
 BENCH_RE = (r'^bench dir=(?P<dir>\w+) len=(?P<len>\d+) (?:failed: (?P<err>.*)|'
             r'iters=(?P<iters>\d+) total_ns=(?P<total>\d+) min_ns=\d+ '
             r'p50_ns=(?P<p50>\d+) p99_ns=(?P<p99>\d+) max_ns=\d+ '
@@ -54,11 +47,11 @@ BENCH_RE = (r'^bench dir=(?P<dir>\w+) len=(?P<len>\d+) (?:failed: (?P<err>.*)|'
 
 
 def mem_ram(size, mid='mem'):
-    return 'memory-backend-ram,id=%s,size=%d' % (mid, size)
+    return memory_backend('ram', size, mid)
 
 
 def mem_memfd(size, mid='mem'):
-    return 'memory-backend-memfd,id=%s,size=%d,share=on' % (mid, size)
+    return memory_backend('memfd', size, mid)
 
 
 # name, label, backend, dma-access (None: property not set), server mode
@@ -77,142 +70,59 @@ BASELINE = ('baseline', 'baseline: QEMU 10.2.2, message (ram)', mem_ram,
 mode_broken = {}
 
 
-class Qmp:
-    """Just enough of QMP to hot-plug a device and time it."""
-
-    def __init__(self, sock):
-        self.f = sock.makefile('rwb')
-        self._recv()                        # greeting
-        self.cmd('qmp_capabilities')
-
-    def _recv(self):
-        line = self.f.readline()
-        if not line:
-            raise TestFailure('qmp: QEMU closed the connection')
-        return json.loads(line)
-
-    def cmd(self, name, **arguments):
-        self.f.write(json.dumps({'execute': name, 'arguments': arguments})
-                     .encode() + b'\n')
-        self.f.flush()
-        while True:
-            r = self._recv()
-            if 'return' in r:
-                return r['return']
-            if 'error' in r:
-                raise TestFailure('qmp %s: %s' % (name, r['error']['desc']))
-
-
 class Session:
     """Our server plus one QEMU (qtest accelerator) connected to it."""
 
     def __init__(self, args, tmp, qemu, server_args=()):
         self.tmp = tmp
-        self.sock_path = os.path.join(tmp, 'vfio-user.sock')
-        self.server = Proc([args.server, '--socket', self.sock_path,
-                            '--log', '/dev/stdout'] + list(server_args),
-                           'server')
-        self.server.expect(r'^listening on', START_TIMEOUT)
+        self.server = dmaserver.DmaServer(args.server, tmp, server_args)
         self.qemu_bin = qemu
-        self.qemu = self.qt = self.qmp = None
-        self.conns = []
+        self.vm = self.qemu = self.qt = self.qmp = None
 
     def device(self, dma_access):
-        dev = {'driver': 'vfio-user-pci', 'id': 'dma', 'addr': '0x%x' % SLOT,
-               'socket': {'type': 'unix', 'path': self.sock_path}}
-        if dma_access:
-            dev['dma-access'] = dma_access
-        return dev
+        return vfio_user_device(self.server.sock_path, dma_access, SLOT, 'dma')
 
     def start_qemu(self, mem_args, dev=None, qtest=True, qmp=False):
         """Start QEMU; returns once the qtest/QMP sockets are connected."""
-        listeners = {}
-        argv = [self.qemu_bin, '-accel', 'qtest', '-nodefaults',
-                '-display', 'none'] + mem_args
-        for kind, enabled in (('qtest', qtest), ('qmp', qmp)):
-            if not enabled:
-                continue
-            path = os.path.join(self.tmp, kind + '.sock')
-            ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            ls.bind(path)
-            ls.listen(1)
-            ls.settimeout(0.2)
-            listeners[kind] = ls
-            if kind == 'qtest':
-                argv += ['-qtest', 'unix:' + path, '-qtest-log', '/dev/null']
-            else:
-                argv += ['-chardev', 'socket,id=qmp,path=%s' % path,
-                         '-mon', 'chardev=qmp,mode=control']
-        if dev:
-            argv += ['-device', json.dumps(dev)]
-        self.qemu = Proc(argv, 'qemu')
-        deadline = time.monotonic() + START_TIMEOUT
-        try:
-            for kind, ls in listeners.items():
-                while True:
-                    try:
-                        conn, _ = ls.accept()
-                        break
-                    except socket.timeout:
-                        check(self.qemu.p.poll() is None, 'QEMU exited: %s'
-                              % ' | '.join(self.qemu.log[-3:]))
-                        check(time.monotonic() < deadline,
-                              'QEMU did not connect to %s' % kind)
-                self.conns.append(conn)
-                if kind == 'qtest':
-                    self.qt = QTest(conn, SLOT, 120)
-                else:
-                    conn.settimeout(120)
-                    self.qmp = Qmp(conn)
-        finally:
-            for ls in listeners.values():
-                ls.close()
+        self.vm = Qemu(self.qemu_bin, self.tmp, mem_args +
+                            (['-device', json.dumps(dev)] if dev else []),
+                            slot=SLOT, qtest=qtest, qmp=qmp, timeout=120)
+        self.qemu, self.qt, self.qmp = self.vm.proc, self.vm.qt, self.vm.qmp
+        if qtest:
+            self.dev = de.Engine(lambda r: self.qt.readl(BAR0 + r),
+                                 lambda r, v: self.qt.writel(BAR0 + r, v))
 
     def setup_pci(self):
-        qt = self.qt
-        qt.cfg_write(0x10, BAR0)
-        qt.cfg_write(0x04, qt.cfg_read(0x04) | 0x6)    # memory, bus master
-        check(qt.readl(BAR0 + REG_ID) == DEV_ID, 'device ID register wrong')
+        self.qt.setup_pci(BAR0)
+        check(self.dev.read32(de.REG_ID) == de.ID_VALUE,
+              'device ID register wrong')
 
     def regions(self):
-        return [(int(m.group(1), 16), int(m.group(2), 16), m.group(3))
-                for m in (re.search(r'^dma-region iova=0x(\w+) size=0x(\w+) '
-                                    r'mode=(\S+)', ln)
-                          for ln in list(self.server.log)) if m]
-
-    def set64(self, reg, val):
-        self.qt.writel(BAR0 + reg, val & 0xFFFFFFFF)
-        self.qt.writel(BAR0 + reg + 4, val >> 32)
+        return [(r['iova'], r['size'], r['mode'])
+                for r in dmaserver.regions(list(self.server.log))]
 
     def bench(self, op, src, dst, length, iters, timeout):
         """Run one benchmark command; returns the server's bench line."""
-        qt = self.qt
-        self.set64(REG_SRC, src)
-        self.set64(REG_DST, dst)
-        qt.writel(BAR0 + REG_LEN, length)
-        qt.writel(BAR0 + REG_BENCH_ITERS, iters)
-        qt.writel(BAR0 + REG_CMD, op)
+        self.dev.start(op, src, dst, length, iters)
         # Wait on the server's log, not by polling STATUS: register reads
         # would be served in the middle of the timed transfers.
         m = self.server.expect(BENCH_RE, timeout, self.qemu)
         if m.group('err'):
-            why = [ln for ln in list(self.server.log) if ln.startswith('error:')]
+            why = self.server.last_error()
             raise TestFailure('%s %d failed in the server: %s%s'
                               % (m.group('dir'), length, m.group('err'),
-                                 ' (%s)' % why[-1] if why else ''))
-        st = qt.readl(BAR0 + REG_STATUS)
-        check(st & (ST_DONE | ST_ERROR) == ST_DONE,
+                                 ' (%s)' % why if why else ''))
+        st = self.dev.read32(de.REG_STATUS)
+        check(st & (de.STATUS_DONE | de.STATUS_ERROR) == de.STATUS_DONE,
               'STATUS 0x%x after a successful benchmark' % st)
-        qt.writel(BAR0 + REG_STATUS, ST_DONE)
+        self.dev.write32(de.REG_STATUS, de.STATUS_DONE)
         return m
 
     def close(self):
         """Stop QEMU; the server then exits by itself.  Returns its status."""
-        for c in self.conns:
-            c.close()
-        if self.qemu:
-            self.qemu.stop()
-        return self.server.stop(timeout=15, term=self.qemu is None)
+        if self.vm:
+            self.vm.close()
+        return self.server.stop(timeout=15, term=self.vm is None)
 
 
 def median_rows(runs):
@@ -258,7 +168,7 @@ def run_mode(args, mode, tmp, log, known_broken=None):
     name, _label, backend, dma_access, want_mode = mode
     is_base = name == 'baseline'
     s = Session(args, tmp, args.baseline_qemu if is_base else args.qemu,
-                ['--old-dma-layout'] if is_base else [])
+                ['--baseline-dma-layout'] if is_base else [])
     rows = []
     fail_at = None          # index of the case that failed in this round
     first_bad, known_err = known_broken or (None, None)
@@ -310,13 +220,13 @@ def run_mode(args, mode, tmp, log, known_broken=None):
 
 
 def bench_case(args, s, name, want_mode, direction, length, data, log):
-    op = OP_BENCH_READ if direction == 'read' else OP_BENCH_WRITE
-    src, dst = (AREA_READ, 0) if op == OP_BENCH_READ else (0, AREA_WRITE)
+    op = de.CMD_BENCH_READ if direction == 'read' else de.CMD_BENCH_WRITE
+    src, dst = (AREA_READ, 0) if op == de.CMD_BENCH_READ else (0, AREA_WRITE)
     # Calibrate: a few repetitions, then enough for --case-time seconds.
     m = s.bench(op, src, dst, length, 3, 30)
     per_op = int(m.group('total')) / 3
     iters = int(max(20, min(200000, args.case_time * 1e9 / max(per_op, 1))))
-    if op == OP_BENCH_WRITE:
+    if op == de.CMD_BENCH_WRITE:
         s.qt.memset(AREA_WRITE, length + GUARD, 0xA5)
     m = s.bench(op, src, dst, length, iters, 30 + 6 * args.case_time)
     moved = {'mmap': int(m.group('mmap')), 'file-io': int(m.group('fileio')),
@@ -325,7 +235,7 @@ def bench_case(args, s, name, want_mode, direction, length, data, log):
           all(v == 0 for k, v in moved.items() if k != want_mode),
           '%s %s %d: bytes moved per mode %s, expected only %s'
           % (name, direction, length, moved, want_mode))
-    if op == OP_BENCH_WRITE:
+    if op == de.CMD_BENCH_WRITE:
         # QEMU's view of guest memory: the buffer filled by the read
         # benchmark from `data`, as the last repetition stamped it.
         got = s.qt.memread(AREA_WRITE, length + GUARD)
@@ -610,9 +520,28 @@ def find_memcpy(args):
     if os.access(built, os.X_OK):
         return built
     out = os.path.join(args.out, 'memcpy-bench')
-    subprocess.run(['cc', '-O2', '-g', '-D_GNU_SOURCE', '-o', out,
+    subprocess.run(['cc', '-O2', '-g', '-D_GNU_SOURCE', '-I', os.path.join(HERE, '..', 'include'), '-o', out,
                     os.path.join(HERE, 'memcpy-bench.c')], check=True)
     return out
+
+
+def smoke(args, modes, log):
+    """Each mode once, as a TAP case: every transfer is still checked."""
+    import tap
+
+    def mode_case(mode):
+        def run():
+            with tempfile.TemporaryDirectory(prefix='vu-bench-') as tmp:
+                rows = run_mode(args, mode, tmp, log)
+            check(rows and all(r.get('gbps') for r in rows),
+                  'cases without a result: %s' % [r for r in rows
+                                                  if not r.get('gbps')])
+        return tap.FunctionCase('bench: %s moved checksum-verified data'
+                                % mode[1], run)
+    return tap.run(tap.unittest.TestSuite(
+        [tap.FunctionCase('bench: memcpy reference runs',
+                          lambda: memcpy_rows(args, log))] +
+        [mode_case(m) for m in modes]))
 
 
 def main():
@@ -633,7 +562,13 @@ def main():
                     % ', '.join(m[0] for m in MODES + [BASELINE]))
     ap.add_argument('--no-plot', action='store_true',
                     help='skip results.png (needs no matplotlib)')
+    ap.add_argument('--smoke', action='store_true',
+                    help='a test of the machinery, not a measurement: one '
+                    'short round, TAP output (one case per mode), no '
+                    'results files')
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.case_time, args.no_scale = 1, 0.02, True
     for p in (args.qemu, args.baseline_qemu, args.server):
         if not os.access(p, os.X_OK):
             ap.error('not an executable: %s' % p)
@@ -654,6 +589,8 @@ def main():
     def log(msg):
         print(msg, flush=True)
 
+    if args.smoke:
+        return smoke(args, modes, log)
     rows = []
     started = time.monotonic()
     try:

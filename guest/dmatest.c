@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/pci_regs.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,18 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VENDOR 0x1af4
-#define DEVICE 0x10f5
-#define WAIT_MS 20000
+#include "dma-engine.h"
 
-enum {
-    REG_ID = 0x00, REG_SRC_LO = 0x08, REG_SRC_HI = 0x0c, REG_DST_LO = 0x10,
-    REG_DST_HI = 0x14, REG_LEN = 0x18, REG_CMD = 0x1c, REG_STATUS = 0x20,
-    REG_ERROR = 0x24, REG_IRQ_STATUS = 0x28, REG_IRQ_CTRL = 0x2c,
-    REG_BUF_SIZE = 0x30, REG_IRQ_COUNT = 0x34, REG_CSUM_LO = 0x38,
-    REG_CSUM_HI = 0x3c, REG_COUNTERS = 0x40,
-};
-enum { OP_TO_BUF = 1, OP_FROM_BUF = 2, OP_COPY = 3 };
+#define WAIT_MS 20000
 #define GUARD 64        /* bytes checked on each side of a written range */
 
 static volatile uint32_t *bar;
@@ -57,6 +49,8 @@ static void die(const char *what)
 
 static uint32_t rd(unsigned off) { return bar[off / 4]; }
 static void wr(unsigned off, uint32_t v) { bar[off / 4] = v; }
+/* bytes moved through access mode m; its operation count follows at +8 */
+static unsigned counter(unsigned m) { return DMAENG_REG_COUNTERS + DMAENG_COUNTER_STRIDE * m; }
 static uint64_t rd64(unsigned off) { return rd(off) | ((uint64_t)rd(off + 4) << 32); }
 
 static unsigned long read_hex_file(const char *dir, const char *name)
@@ -90,7 +84,7 @@ static void find_device(void)
             continue;
         }
         snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s", e->d_name);
-        if (read_hex_file(p, "vendor") == VENDOR && read_hex_file(p, "device") == DEVICE) {
+        if (read_hex_file(p, "vendor") == DMAENG_VENDOR_ID && read_hex_file(p, "device") == DMAENG_DEVICE_ID) {
             strcpy(devdir, p);
             closedir(dir);
             printf("DMATEST device %s\n", e->d_name);
@@ -129,7 +123,7 @@ static void bind_uio(void)
     struct dirent *e;
 
     fd = open("/sys/bus/pci/drivers/uio_pci_generic/new_id", O_WRONLY);
-    snprintf(id, sizeof(id), "%x %x", VENDOR, DEVICE);
+    snprintf(id, sizeof(id), "%x %x", DMAENG_VENDOR_ID, DMAENG_DEVICE_ID);
     if (fd < 0 || write(fd, id, strlen(id)) < 0) {
         die("bind uio_pci_generic");
     }
@@ -170,20 +164,20 @@ static int wait_done(void)
         int r;
         /* Wake up now and then to notice a device that went away. */
         while ((r = poll(&p, 1, 500)) == 0 && now() < deadline &&
-               rd(REG_ID) == 0x31414d44) {
+               rd(DMAENG_REG_ID) == DMAENG_ID_VALUE) {
         }
         if (r != 1 || read(uio_fd, &count, 4) != 4) {
-            printf("DMATEST ERROR no completion interrupt (status 0x%x)\n", rd(REG_STATUS));
-            return rd(REG_ID) != 0x31414d44 ? -2 : -1;
+            printf("DMATEST ERROR no completion interrupt (status 0x%x)\n", rd(DMAENG_REG_STATUS));
+            return rd(DMAENG_REG_ID) != DMAENG_ID_VALUE ? -2 : -1;
         }
         irqs_seen++;
         /* Acknowledge in the device, then let INTx through again (the uio
          * driver disabled it in the command register). */
-        wr(REG_IRQ_STATUS, 1);
-        config_command(0, 0x400);
+        wr(DMAENG_REG_IRQ_STATUS, DMAENG_IRQ_COMPLETION);
+        config_command(0, PCI_COMMAND_INTX_DISABLE);
     }
-    while (rd(REG_STATUS) & 1) {
-        if (rd(REG_ID) != 0x31414d44) {
+    while (rd(DMAENG_REG_STATUS) & DMAENG_STATUS_BUSY) {
+        if (rd(DMAENG_REG_ID) != DMAENG_ID_VALUE) {
             /* reads of a dead vfio-user device return all ones */
             printf("DMATEST ERROR device stopped responding\n");
             return -2;
@@ -194,33 +188,24 @@ static int wait_done(void)
         }
         usleep(1000);
     }
-    uint32_t st = rd(REG_STATUS);
-    if (st != 2) {
-        printf("DMATEST ERROR status 0x%x error %u\n", st, rd(REG_ERROR));
+    uint32_t st = rd(DMAENG_REG_STATUS);
+    if (st != DMAENG_STATUS_DONE) {
+        printf("DMATEST ERROR status 0x%x error %u\n", st, rd(DMAENG_REG_ERROR));
         return -1;
     }
-    wr(REG_STATUS, 2);
+    wr(DMAENG_REG_STATUS, DMAENG_STATUS_DONE);
     return 0;
 }
 
 static int run_op(uint32_t op, uint64_t src, uint64_t dst, uint32_t len)
 {
-    wr(REG_SRC_LO, (uint32_t)src);
-    wr(REG_SRC_HI, (uint32_t)(src >> 32));
-    wr(REG_DST_LO, (uint32_t)dst);
-    wr(REG_DST_HI, (uint32_t)(dst >> 32));
-    wr(REG_LEN, len);
-    wr(REG_CMD, op);
+    wr(DMAENG_REG_SRC, (uint32_t)src);
+    wr(DMAENG_REG_SRC + 4, (uint32_t)(src >> 32));
+    wr(DMAENG_REG_DST, (uint32_t)dst);
+    wr(DMAENG_REG_DST + 4, (uint32_t)(dst >> 32));
+    wr(DMAENG_REG_LEN, len);
+    wr(DMAENG_REG_CMD, op);
     return wait_done();
-}
-
-static uint64_t fnv1a(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    while (n--) {
-        h = (h ^ *p++) * 0x100000001b3ull;
-    }
-    return h;
 }
 
 static void fill(uint8_t *p, size_t n, uint64_t seed)
@@ -290,7 +275,7 @@ int main(int argc, char **argv)
         errno = EINVAL;
         die("irq must be intx or poll");
     }
-    config_command(0x6, 0);     /* memory decoding + bus mastering */
+    config_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 0);
 
     char res[400];
     snprintf(res, sizeof(res), "%s/resource0", devdir);
@@ -302,12 +287,12 @@ int main(int argc, char **argv)
     if (bar == MAP_FAILED) {
         die("mmap resource0");
     }
-    if (rd(REG_ID) != 0x31414d44) {
+    if (rd(DMAENG_REG_ID) != DMAENG_ID_VALUE) {
         errno = 0;
         die("unexpected device id register");
     }
-    uint32_t bufsize = rd(REG_BUF_SIZE);
-    wr(REG_IRQ_CTRL, uio_fd >= 0 ? 1 : 0);
+    uint32_t bufsize = rd(DMAENG_REG_BUF_SIZE);
+    wr(DMAENG_REG_IRQ_CTRL, uio_fd >= 0 ? DMAENG_IRQ_COMPLETION : 0);
 
     fd = open("/dev/mem", O_RDWR | O_SYNC);
     if (fd < 0) {
@@ -332,7 +317,7 @@ int main(int argc, char **argv)
             uint64_t soff = 0x123, doff = 0x7b1;
             if (len == 0 || len > bufsize || soff + len + GUARD > area ||
                 doff + len + GUARD > area) {
-                printf("DMATEST SKIP len=%u does not fit\n", len);
+                printf("DMATEST FAIL len=%u: larger than the device buffer or the DMA area\n", len);
                 fail++;
                 continue;
             }
@@ -342,9 +327,9 @@ int main(int argc, char **argv)
             memset(c, 0xa5, area);
 
             double t0 = now();
-            int r1 = run_op(OP_TO_BUF, phys + soff, 0, len);
+            int r1 = run_op(DMAENG_CMD_TO_BUF, phys + soff, 0, len);
             double t1 = now();
-            if (!r1 && rd64(REG_CSUM_LO) != fnv1a(a + soff, len)) {
+            if (!r1 && rd64(DMAENG_REG_CSUM) != dmaeng_fnv1a(a + soff, len)) {
                 printf("DMATEST FAIL to-buf len=%u: device checksum differs\n", len);
                 r1 = -1;
             }
@@ -352,7 +337,7 @@ int main(int argc, char **argv)
             r1 ? fail++ : pass++;
 
             double t2 = now();
-            int r2 = run_op(OP_FROM_BUF, 0, phys + area + doff, len);
+            int r2 = run_op(DMAENG_CMD_FROM_BUF, 0, phys + area + doff, len);
             double t3 = now();
             if (!r2) {
                 r2 = check_copy("from-buf", a + soff, b + doff, len);
@@ -361,7 +346,7 @@ int main(int argc, char **argv)
             r2 ? fail++ : pass++;
 
             double t4 = now();
-            int r3 = run_op(OP_COPY, phys + soff, phys + 2 * area + doff, len);
+            int r3 = run_op(DMAENG_CMD_COPY, phys + soff, phys + 2 * area + doff, len);
             double t5 = now();
             if (!r3) {
                 r3 = check_copy("copy", a + soff, c + doff, len);
@@ -385,10 +370,10 @@ int main(int argc, char **argv)
 
     printf("DMATEST COUNTERS mmap_bytes=%llu mmap_ops=%llu file_io_bytes=%llu "
            "file_io_ops=%llu message_bytes=%llu message_ops=%llu device_irqs=%u\n",
-           (unsigned long long)rd64(REG_COUNTERS), (unsigned long long)rd64(REG_COUNTERS + 8),
-           (unsigned long long)rd64(REG_COUNTERS + 16), (unsigned long long)rd64(REG_COUNTERS + 24),
-           (unsigned long long)rd64(REG_COUNTERS + 32), (unsigned long long)rd64(REG_COUNTERS + 40),
-           rd(REG_IRQ_COUNT));
+           (unsigned long long)rd64(counter(0)), (unsigned long long)rd64(counter(0) + 8),
+           (unsigned long long)rd64(counter(1)), (unsigned long long)rd64(counter(1) + 8),
+           (unsigned long long)rd64(counter(2)), (unsigned long long)rd64(counter(2) + 8),
+           rd(DMAENG_REG_IRQ_COUNT));
     if (uio_fd >= 0 && irqs_seen != pass + fail) {
         /* every command should have interrupted exactly once */
         printf("DMATEST FAIL interrupts seen %lu for %u commands\n", irqs_seen, pass + fail);

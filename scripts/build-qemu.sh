@@ -27,7 +27,9 @@ targets=("$@")
 
 [ -d /usr/lib/ccache ] && export PATH=/usr/lib/ccache:$PATH
 
-firmware_dirs=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
+# SeaBIOS first: Debian 12's qemu-system-data has a bios-microvm.bin too, a
+# link to qboot, where QEMU 10.2 (and its bios-tables-test) has SeaBIOS's.
+firmware_dirs=(/usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu)
 config_args=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
              --without-default-features --enable-kvm --enable-tcg
              --disable-rust --disable-docs --disable-werror

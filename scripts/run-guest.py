@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Boot the test guest against vfio-user-dma-server and report the DMA run.
 
     scripts/run-guest.py --qemu Q --server S --guest-dir D
@@ -14,7 +14,7 @@ user): while the DMA test runs (repeated for a few seconds), the guest
 fetches a file over and over from an HTTP server this script runs on the
 host's loopback, which the guest reaches at 10.0.2.2 through slirp; every
 fetch must arrive intact.
---json FILE also writes everything it found, for tests/guest/run-tests.py.
+--json FILE also writes everything it found, for tests/guest/boot-tests.py.
 """
 import argparse
 import hashlib
@@ -24,12 +24,18 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tests", "lib"))
+import dmaserver  # noqa: E402
+import procs  # noqa: E402
+from qemu import memory_backend, vfio_user_device  # noqa: E402
 
 MEMORY_ID = "guestram"      # backend id; error messages must name it
 RAM_SIZE = "256M"
@@ -38,9 +44,6 @@ RAM_SIZE = "256M"
 DMA_PHYS = 0x8000000
 DMA_SIZE = 16 << 20
 
-REGION_RE = re.compile(r"^dma-region iova=0x([0-9a-f]+) size=0x([0-9a-f]+) "
-                       r"mode=(\S+) fd=(\S+)")
-UNMAP_RE = re.compile(r"^dma-unmap iova=0x([0-9a-f]+) size=0x([0-9a-f]+)")
 RESULT_RE = re.compile(r"DMATEST RESULT pass=(\d+) fail=(\d+) bytes=(\d+) "
                        r"mbps=([0-9.]+) irqs=(\d+)")
 COUNTERS_RE = re.compile(r"DMATEST COUNTERS (.*)")
@@ -94,15 +97,7 @@ class FileServer:
 
 
 def memory_args(kind, workdir):
-    if kind == "ram":
-        obj = f"memory-backend-ram,id={MEMORY_ID},size={RAM_SIZE}"
-    elif kind == "memfd":
-        obj = f"memory-backend-memfd,id={MEMORY_ID},size={RAM_SIZE},share=on"
-    else:
-        share = "on" if kind == "file-shared" else "off"
-        path = os.path.join(workdir, "guest-ram")
-        obj = (f"memory-backend-file,id={MEMORY_ID},size={RAM_SIZE},"
-               f"mem-path={path},share={share}")
+    obj = memory_backend(kind, int(RAM_SIZE[:-1]) << 20, MEMORY_ID, workdir)
     return ["-object", obj, "-machine", f"memory-backend={MEMORY_ID}"]
 
 
@@ -122,40 +117,16 @@ def kvm_works(qemu, guest_dir):
         cmd = [qemu, "-accel", "kvm", "-m", "128M", "-nographic", "-no-reboot", "-nic", "none",
                "-kernel", os.path.join(guest_dir, "vmlinuz"),
                "-append", "console=ttyS0 panic=-1"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = procs.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             out, _ = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            procs.stop(proc, grace=0)
             out, _ = proc.communicate()
         ok = b"Linux version" in out
     with open(cache, "w") as f:
         f.write("yes\n" if ok else "no\n")
     return ok
-
-
-def stop(proc, grace):
-    """Ask a child to exit, then insist; never leave it behind."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_for_socket(path, server, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            return True
-        if server.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
 
 
 def parse_outputs(workdir):
@@ -165,18 +136,10 @@ def parse_outputs(workdir):
         out["server_log"] = f.read()
     # "regions": every mapping ever made, in order; "final_regions": the
     # ones still mapped when the client left.
-    live = {}
-    for line in out["server_log"].splitlines():
-        m = REGION_RE.match(line)
-        if m:
-            r = {"iova": int(m.group(1), 16), "size": int(m.group(2), 16),
-                 "mode": m.group(3), "fd": m.group(4) == "yes"}
-            out["regions"].append(r)
-            live[(r["iova"], r["size"])] = r
-        m = UNMAP_RE.match(line)
-        if m:
-            live.pop((int(m.group(1), 16), int(m.group(2), 16)), None)
-    out["final_regions"] = sorted(live.values(), key=lambda r: r["iova"])
+    lines = out["server_log"].splitlines()
+    out["regions"] = dmaserver.regions(lines)
+    out["final_regions"] = dmaserver.live_regions(lines)
+    out["server_errors"] = dmaserver.errors(lines)
     with open(os.path.join(workdir, "guest.log"), errors="replace") as f:
         guest = f.read()
     m = RESULT_RE.search(guest)
@@ -194,34 +157,17 @@ def parse_outputs(workdir):
         out["net_gets"].append({"bytes": int(m.group(2)), "sha256": m.group(3),
                                 "during_dma": m.group(4) == "yes"})
     out["net_errors"] = [l.strip() for l in guest.splitlines() if "NETTEST ERROR" in l]
-    try:
-        with open(os.path.join(workdir, "stats.json")) as f:
-            out["stats"] = json.load(f)
-    except (OSError, ValueError):
-        pass
     return out
 
 
-def dma_region_mode(regions):
+def dma_region_mode(lines):
     """Mode of the last mapping that covers the guest's DMA buffer."""
-    mode = None
-    for r in regions:
-        if r["iova"] <= DMA_PHYS and DMA_PHYS + DMA_SIZE <= r["iova"] + r["size"]:
-            mode = r["mode"]
-    return mode
+    modes = dmaserver.modes_covering(lines, DMA_PHYS, DMA_SIZE)
+    return modes[-1] if modes else None
 
 
 def run(args, workdir):
-    sock = os.path.join(workdir, "dma.sock")
-    logs = {n: open(os.path.join(workdir, n), "w")
-            for n in ("server.log", "guest.log", "qemu.err")}
-    server_cmd = [args.server, "--socket", sock, "--log", os.path.join(workdir, "server.log"),
-                  "--stats", os.path.join(workdir, "stats.json")]
-    if args.legacy:
-        server_cmd.append("--legacy")
-    device = {"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}}
-    if args.dma_access:
-        device["dma-access"] = args.dma_access
+    logs = {n: open(os.path.join(workdir, n), "w") for n in ("guest.log", "qemu.err")}
     append = (f"console=ttyS0 quiet panic=-1 memmap={DMA_SIZE >> 20}M${DMA_PHYS:#x} "
               f"iomem=relaxed dmatest.args=phys={DMA_PHYS:#x},size={DMA_SIZE},irq={args.irq}")
     if args.sizes:
@@ -234,57 +180,56 @@ def run(args, workdir):
         nic = ["-netdev", "user,id=net0", "-device", "e1000,netdev=net0"]
     else:
         nic = ["-nic", "none"]
-    qemu_cmd = [args.qemu, "-accel", args.accel,
-                "-m", RAM_SIZE, "-nographic", "-no-reboot"] + nic + [
-                "-kernel", os.path.join(args.guest_dir, "vmlinuz"),
-                "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
-                "-append", append, "-device", json.dumps(device)]
-    qemu_cmd[1:1] = memory_args(args.memory, workdir)
 
     info = {"qemu_rc": None, "server_rc": None, "timed_out": False}
     server = qemu = None
     start = time.monotonic()
     try:
-        server = subprocess.Popen(server_cmd, stdin=subprocess.DEVNULL,
-                                  stdout=logs["server.log"], stderr=subprocess.STDOUT)
-        if not wait_for_socket(sock, server, 5):
-            logs["server.log"].flush()
-            with open(os.path.join(workdir, "server.log"), errors="replace") as f:
-                raise RuntimeError("server did not create its socket: " + f.read().strip())
-        qemu = subprocess.Popen(qemu_cmd, stdin=subprocess.DEVNULL,
-                                stdout=logs["guest.log"], stderr=logs["qemu.err"])
+        try:
+            server = dmaserver.DmaServer(args.server, workdir,
+                                         ["--legacy"] if args.legacy else [])
+        except procs.TestFailure as e:
+            raise RuntimeError(f"server did not start: {e}")
+        qemu_cmd = ([args.qemu, "-accel", args.accel] + memory_args(args.memory, workdir) +
+                    ["-m", RAM_SIZE, "-nographic", "-no-reboot"] + nic +
+                    ["-kernel", os.path.join(args.guest_dir, "vmlinuz"),
+                     "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
+                     "-append", append, "-device",
+                     json.dumps(vfio_user_device(server.sock_path, args.dma_access))])
+        qemu = procs.start(qemu_cmd, stdout=logs["guest.log"], stderr=logs["qemu.err"])
         try:
             info["qemu_rc"] = qemu.wait(args.timeout)
         except subprocess.TimeoutExpired:
             info["timed_out"] = True
-            stop(qemu, 5)
+            procs.stop(qemu, 5)
         # The server leaves by itself once QEMU has gone; if QEMU never
         # connected (its socket is still there), there is nothing to wait for.
-        if os.path.exists(sock):
-            stop(server, 5)
+        if os.path.exists(server.sock_path):
+            server.stop(5)
         try:
-            info["server_rc"] = server.wait(10)
+            info["server_rc"] = server.p.wait(10)
         except subprocess.TimeoutExpired:
-            stop(server, 5)
             info["server_rc"] = "hung"
     finally:
-        stop(qemu, 5)
-        stop(server, 5)
+        procs.stop(qemu, 5)
+        if server:
+            server.stop(5)
         if files:
             files.close()
         for f in logs.values():
             f.close()
-        ram_file = os.path.join(workdir, "guest-ram")
+        ram_file = os.path.join(workdir, MEMORY_ID + "-ram")
         if os.path.exists(ram_file):
             os.unlink(ram_file)
     info["seconds"] = round(time.monotonic() - start, 1)
     info.update(parse_outputs(workdir))
+    info["stats"] = server.stats()
     with open(os.path.join(workdir, "qemu.err"), errors="replace") as f:
         # a client that lost its server can log thousands of lines: keep
         # the start (startup errors) and the end
         err = f.read()
         info["qemu_err"] = err if len(err) < 20000 else err[:10000] + "\n...\n" + err[-10000:]
-    info["dma_region_mode"] = dma_region_mode(info["regions"])
+    info["dma_region_mode"] = dma_region_mode(info["server_log"].splitlines())
     res = info["result"]
     info["pass"] = (info["qemu_rc"] == 0 and info["server_rc"] == 0 and res is not None
                     and res["fail"] == 0 and res["pass"] > 0)
@@ -336,6 +281,8 @@ def summarize(args, info):
               f"the host served {n['served']}")
         for line in n["errors"]:
             print(f"    {line}")
+    for line in info["server_errors"][-3:]:
+        print(f"  server: {line}")
     if info["stats"]:
         s = info["stats"]
         print("  server counters: " + ", ".join(

@@ -9,9 +9,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "../bench/timing.h"
+#include "bench-timing.h"
+#include "dma-engine.h"
 
-#include "server.h"
+#include "bench.h"
+#include "log.h"
+#include "regions.h"
 
 /*
  * Reads (guest -> buf): a first, untimed read gives the reference; every
@@ -28,7 +31,7 @@ int bench_run(struct conn *c, bool to_guest, uint64_t iova, uint8_t *buf,
     uint8_t *check;
     int err = 0;
 
-    if (iters == 0 || iters > BENCH_MAX_ITERS || len == 0) {
+    if (iters == 0 || iters > DMAENG_MAX_BENCH_ITERS || len == 0) {
         return EINVAL;
     }
     lat = calloc(iters, sizeof(*lat));
@@ -38,7 +41,7 @@ int bench_run(struct conn *c, bool to_guest, uint64_t iova, uint8_t *buf,
         free(check);
         return ENOMEM;
     }
-    memcpy(before, dma_stats.bytes, sizeof(before));
+    memcpy(before, dma_stats()->bytes, sizeof(before));
     if (!to_guest) {
         err = dma_read(c, iova, check, len);
     }
@@ -87,7 +90,7 @@ int bench_run(struct conn *c, bool to_guest, uint64_t iova, uint8_t *buf,
          * sure it measured the mode it meant to. */
         for (int m = 0; m < MODE_COUNT; m++) {
             fprintf(log_file, " %s_bytes=%llu", dma_mode_name(m),
-                    (unsigned long long)(dma_stats.bytes[m] - before[m]));
+                    (unsigned long long)(dma_stats()->bytes[m] - before[m]));
         }
         fprintf(log_file, "\n");
     } else {

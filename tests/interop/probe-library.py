@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Probe what the bundled libvfio-user accepts, with a raw vfio-user client.
 
 QEMU's client only ever sends well-formed requests, so this script plays the
@@ -14,116 +14,66 @@ usage: probe-library.py --server SERVER
 """
 
 import argparse
-import json
 import os
 import re
 import select
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
+import subprocess
 import time
+import unittest
 import zlib
 
 sys.dont_write_bytecode = True     # keep the source tree clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interop_common import (KiB, Proc, Tap, TestFailure,  # noqa: E402
-                            Timeout, check, pattern)
-
-# vfio-user commands and header bits
-VERSION, DMA_MAP, DMA_UNMAP = 1, 2, 3
-REGION_READ, REGION_WRITE, DMA_READ, DMA_WRITE = 9, 10, 11, 12
-T_REPLY, F_ERROR = 0x1, 0x20
-HDR = struct.Struct('<HHIII')       # id, command, size, flags, error
-BAR0 = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+import tap  # noqa: E402
+import vfiouser  # noqa: E402
+from procs import TestFailure, Timeout, check  # noqa: E402
+from vfiouser import DMA_READ, DMA_WRITE, GuestMemory  # noqa: E402
+import lvu_server  # noqa: E402
+from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, OP_FROM_GUEST,  # noqa: E402
+                        OP_PATTERN, OP_TO_GUEST, server_pattern)
 
 CLIENT_MAX_XFER = 64 * KiB          # small, to watch the library split
 EINVAL, EPERM, EFAULT = 22, 1, 14
 TIMEOUT = 10
 
-# server BAR0 registers and commands (see lvu-interop-server.c)
-REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED, REG_CMD = 0, 4, 8, 0xC, 0x10
-OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
-METHOD_MSG, METHOD_MAP = 0, 1
 
+class Client(vfiouser.Client):
+    """The raw client, plus commands of lvu-interop-server whose DMA
+    requests it answers."""
 
-class Client:
     def __init__(self, path, server):
+        super().__init__(path, TIMEOUT)
         self.server = server
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.connect(path)
-        self.next_id = 1
         self.requests = []          # server->client requests seen
         self.eof = False
 
-    def send(self, cmd, payload, fds=(), msg_id=None, flags=0, error=0):
-        if msg_id is None:
-            msg_id, self.next_id = self.next_id, self.next_id + 1
-        data = HDR.pack(msg_id, cmd, HDR.size + len(payload), flags,
-                        error) + payload
-        if fds:
-            socket.send_fds(self.sock, [data], list(fds))
-        else:
-            self.sock.sendall(data)
-        return msg_id
-
-    def _recv_exact(self, n):
-        buf = b''
-        while len(buf) < n:
-            try:
-                chunk = self.sock.recv(n - len(buf))
-            except socket.timeout:
-                raise Timeout('no data from the server')
-            check(chunk, 'server closed the connection')
-            buf += chunk
-        return buf
-
-    def recv(self):
-        msg_id, cmd, size, flags, error = HDR.unpack(self._recv_exact(HDR.size))
-        check(size >= HDR.size, 'bad message size %d' % size)
-        return msg_id, cmd, flags, error, self._recv_exact(size - HDR.size)
-
-    def call(self, cmd, payload, fds=()):
-        """Send a request, return (error, payload) of its reply."""
-        msg_id = self.send(cmd, payload, fds)
-        rid, rcmd, flags, error, body = self.recv()
-        check(rid == msg_id and rcmd == cmd and flags & 0xF == T_REPLY,
-              'unexpected message id=%d cmd=%d flags=%#x' % (rid, rcmd, flags))
-        return (error if flags & F_ERROR else 0), body
-
     def negotiate(self):
-        caps = json.dumps({'capabilities': {
-            'max_msg_fds': 8, 'max_data_xfer_size': CLIENT_MAX_XFER}})
-        err, body = self.call(VERSION, struct.pack('<HH', 0, 1) +
-                              caps.encode() + b'\0')
-        check(err == 0, 'VERSION failed: %d' % err)
-        major, minor = struct.unpack_from('<HH', body)
-        return major, minor, json.loads(body[4:].rstrip(b'\0'))
+        m = self.version(max_xfer=CLIENT_MAX_XFER, minor=1)
+        check(m.err == 0, 'VERSION failed: %d' % m.err)
+        return self.version_reply(m)
 
     def dma_map(self, flags, addr, size, offset=0, fd=None):
-        err, _ = self.call(DMA_MAP, struct.pack('<IIQQQ', 32, flags, offset,
-                                                addr, size),
-                           [fd] if fd is not None else ())
-        return err
+        return super().dma_map(addr, size, flags,
+                               [fd] if fd is not None else (), offset)
 
     def reg_write(self, reg, val):
-        err, _ = self.call(REGION_WRITE, struct.pack('<QII', reg, BAR0, 4) +
-                           struct.pack('<I', val))
+        err = self.region_write(vfiouser.BAR0_REGION, reg,
+                                struct.pack('<I', val))
         check(err == 0, 'REGION_WRITE failed: %d' % err)
 
     def command(self, op, method, addr, length, seed=0, answer=None):
         """Start a server command; answer its DMA requests with answer().
         Returns (ok, errno, crc) from the server's report."""
-        for reg, val in ((REG_ADDR_LO, addr & 0xFFFFFFFF),
-                         (REG_ADDR_HI, addr >> 32), (REG_LEN, length),
-                         (REG_SEED, seed)):
-            self.reg_write(reg, val)
-        self.reg_write(REG_CMD, op | method << 8)
+        lvu_server.start_command(self.reg_write, op, method, addr, length,
+                                 seed)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            for ln in drain(self.server):
+            for ln in self.server.drain():
                 m = re.search(r'^xfer .* status=(\w+) errno=(\d+) '
                               r'crc=0x(\w+)$', ln)
                 if m:
@@ -135,43 +85,11 @@ class Client:
                 if not self.sock.recv(1, socket.MSG_PEEK):
                     self.eof = True     # dropped by the library; the
                     continue            # server still reports the result
-                msg_id, cmd, flags, error, body = self.recv()
-                self.requests.append((cmd, body))
-                check(answer is not None, 'unexpected request %d' % cmd)
-                answer(self, msg_id, cmd, body)
+                m = self.recv()
+                self.requests.append((m.cmd, m.data))
+                check(answer is not None, 'unexpected request %d' % m.cmd)
+                answer(self, m)
         raise Timeout('server did not finish the command')
-
-    def reply(self, msg_id, cmd, payload, error=0):
-        self.send(cmd, payload, msg_id=msg_id,
-                  flags=T_REPLY | (F_ERROR if error else 0), error=error)
-
-
-class GuestMemory:
-    """The client side of DMA_READ/DMA_WRITE for one IOVA window."""
-
-    def __init__(self, base, size):
-        self.base, self.mem = base, bytearray(size)
-
-    def answer(self, client, msg_id, cmd, body):
-        addr, count = struct.unpack_from('<QQ', body)
-        off = addr - self.base
-        if off < 0 or off + count > len(self.mem) or count > CLIENT_MAX_XFER:
-            client.reply(msg_id, cmd, b'', error=EFAULT)
-        elif cmd == DMA_WRITE:
-            self.mem[off:off + count] = body[16:16 + count]
-            client.reply(msg_id, cmd, struct.pack('<QQ', addr, count))
-        else:
-            client.reply(msg_id, cmd, struct.pack('<QQ', addr, count) +
-                         bytes(self.mem[off:off + count]))
-
-
-def drain(proc):
-    out = []
-    while not proc.lines.empty():
-        ln = proc.lines.get_nowait()
-        if ln is not None:
-            out.append(ln)
-    return out
 
 
 def memfd(size, data=b''):
@@ -243,7 +161,7 @@ def probes(c, guest):
         finally:
             os.close(fd)
         check(err != 0, 'library accepted an unmappable fd')
-        print('# /proc/self/mem legacy map refused with errno %d' % err)
+        print('/proc/self/mem legacy map refused with errno %d' % err)
 
     def map_no_fd():
         check(c.dma_map(0x3, WIN, WIN_SIZE) == 0, 'map without fd failed')
@@ -260,7 +178,7 @@ def probes(c, guest):
         cmd, body = c.requests[0]
         addr, count = struct.unpack_from('<QQ', body)
         check(cmd == DMA_WRITE and addr == WIN and count == 4 * KiB and
-              len(body) == 16 + count and body[16:] == pattern(7, count),
+              len(body) == 16 + count and body[16:] == server_pattern(7, count),
               'DMA_WRITE payload is not address u64, count u64, data')
 
     def msg_read_layout():
@@ -281,7 +199,7 @@ def probes(c, guest):
         c.command(OP_PATTERN, METHOD_MSG, 0, n, 9)
         ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, n,
                                answer=guest.answer)
-        check(ok and bytes(guest.mem[:n]) == pattern(9, n),
+        check(ok and bytes(guest.mem[:n]) == server_pattern(9, n),
               'split transfer failed: %d' % err)
         seen = [struct.unpack_from('<QQ', b) for _, b in c.requests]
         want = [(WIN + i * CLIENT_MAX_XFER, min(CLIENT_MAX_XFER,
@@ -299,10 +217,10 @@ def probes(c, guest):
     def split_read_padded():
         # the library expects every DMA_READ reply at full chunk size, even
         # for the short last chunk; padded replies go through
-        def answer(cl, msg_id, cmd, body):
-            addr, count = struct.unpack_from('<QQ', body)
+        def answer(cl, m):
+            addr, count = struct.unpack_from('<QQ', m.data)
             off = addr - WIN
-            cl.reply(msg_id, cmd, struct.pack('<QQ', addr, count) +
+            cl.reply(m, struct.pack('<QQ', addr, count) +
                      bytes(guest.mem[off:off + count]) +
                      bytes(CLIENT_MAX_XFER - count))
         n = 3 * CLIENT_MAX_XFER + 8 * KiB
@@ -322,9 +240,9 @@ def probes(c, guest):
         check(addr == WIN, 'request address %#x' % addr)
 
     def write_reply(payload_fn, expect_ok):
-        def answer(cl, msg_id, cmd, body):
-            addr, count = struct.unpack_from('<QQ', body)
-            cl.reply(msg_id, cmd, payload_fn(addr, count))
+        def answer(cl, m):
+            addr, count = struct.unpack_from('<QQ', m.data)
+            cl.reply(m, payload_fn(addr, count))
 
         def run():
             c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
@@ -335,8 +253,8 @@ def probes(c, guest):
         return run
 
     def error_reply():
-        def answer(cl, msg_id, cmd, body):
-            cl.reply(msg_id, cmd, b'', error=EFAULT)
+        def answer(cl, m):
+            cl.reply(m, error=EFAULT)
         c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
         ok, err, _ = c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB,
                                answer=answer)
@@ -344,9 +262,9 @@ def probes(c, guest):
 
     def old_read_layout():
         # QEMU 10.2.2: count u32 at 8, data at 12, padded to 16 + count
-        def answer(cl, msg_id, cmd, body):
-            addr, count = struct.unpack_from('<QQ', body)
-            cl.reply(msg_id, cmd, struct.pack('<QI', addr, count) +
+        def answer(cl, m):
+            addr, count = struct.unpack_from('<QQ', m.data)
+            cl.reply(m, struct.pack('<QI', addr, count) +
                      bytes(guest.mem[:count]) + bytes(4))
         guest.mem[0:4 * KiB] = os.urandom(4 * KiB)
         ok, err, _ = c.command(OP_FROM_GUEST, METHOD_MSG, WIN, 4 * KiB,
@@ -403,9 +321,9 @@ ENOTCONN = 107
 
 def short_write_reply(c, guest):
     """DMA_WRITE reply with a 4-byte count (12-byte payload)."""
-    def answer(cl, msg_id, cmd, body):
-        addr, count = struct.unpack_from('<QQ', body)
-        cl.reply(msg_id, cmd, struct.pack('<QI', addr, count))
+    def answer(cl, m):
+        addr, count = struct.unpack_from('<QQ', m.data)
+        cl.reply(m, struct.pack('<QI', addr, count))
     c.command(OP_PATTERN, METHOD_MSG, 0, 4 * KiB, 5)
     return c.command(OP_TO_GUEST, METHOD_MSG, WIN, 4 * KiB, answer=answer)
 
@@ -417,52 +335,72 @@ def exact_split_read(c, guest):
     return c.command(OP_FROM_GUEST, METHOD_MSG, WIN, n, answer=guest.answer)
 
 
-def session(args, tap, with_probes, last_name, last_fn):
-    """One server process: optionally the probes, then one whose reply is
-    expected to make the library drop the connection."""
-    with tempfile.TemporaryDirectory(prefix='lvu-probe-') as tmp:
-        path = os.path.join(tmp, 'vfio-user.sock')
-        server = Proc([args.server, path, '30'], 'server')
-        c = None
-        broken = None
+class Session:
+    """One server process and this script as its client: optionally the
+    probes, then one reply expected to make the library drop the
+    connection, then the server must exit cleanly."""
+
+    def __init__(self, binary, tmp, n):
+        self.binary, self.tmp, self.n = binary, tmp, n
+        self.server = self.c = None
+        self.seq = tap.Sequence(show=self.show)
+
+    def show(self):
+        for ln in (self.server.log[-30:] if self.server else []):
+            print('[server] ' + ln[:300])
+
+    def start(self):
+        path = os.path.join(self.tmp, 'vfio-user.sock')
+        self.server = lvu_server.start(self.binary, path, 30)
+        self.c = Client(path, self.server)
+        self.version = self.c.negotiate()
+        self.server.expect(r'^attached$', TIMEOUT)
+        self.probes = probes(self.c, GuestMemory(WIN, WIN_SIZE, CLIENT_MAX_XFER))
+
+    def check_version(self):
+        self.start()
+        major, minor, caps = self.version
+        check((major, minor) == (0, 1) and caps.get('capabilities', {}).get(
+            'max_data_xfer_size') == 1 << 20, 'got %d.%d %s'
+            % (major, minor, caps))
+
+    def dropped(self, last_fn):
+        ok, err, _ = last_fn(self.c, GuestMemory(WIN, WIN_SIZE, CLIENT_MAX_XFER))
+        check(not ok and err == ENOTCONN,
+              'library kept the connection (ok=%s errno=%d)' % (ok, err))
         try:
-            server.expect(r'^ready$', TIMEOUT)
-            c = Client(path, server)
-            major, minor, caps = c.negotiate()
-            server.expect(r'^attached$', TIMEOUT)
-        except TestFailure as e:
-            broken = 'session setup failed: %s' % e
+            self.server.p.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise TestFailure('server still running %d s after the '
+                              'disconnect' % TIMEOUT)
+        check('disconnected' in self.server.log, 'server did not report '
+              'the disconnect')
+
+    def stop(self):
+        if self.c:
+            self.c.close()
+        if self.server:
+            rc = self.server.stop(timeout=10, term=self.c is None)
+            check(rc == 0, 'server exit status %s' % rc)
+
+    def cases(self, with_probes, last_name, last_fn):
+        seq = self.seq
+        out = []
         if with_probes:
-            cap = {} if broken else caps.get('capabilities', {})
-            tap.result(not broken and (major, minor) == (0, 1) and
-                       cap.get('max_data_xfer_size') == 1 << 20,
-                       'VERSION: 0.1, server max_data_xfer_size 1 MiB',
-                       broken or 'got %d.%d %s' % (major, minor, caps))
-            guest = GuestMemory(WIN, WIN_SIZE)
-            broken = tap.run_checks(probes(c, guest), broken)
-        guest = GuestMemory(WIN, WIN_SIZE)
-        try:
-            check(not broken, broken)
-            ok, err, _ = last_fn(c, guest)
-            check(not ok and err == ENOTCONN,
-                  'library kept the connection (ok=%s errno=%d)' % (ok, err))
-            try:
-                server.p.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise TestFailure('server still running')
-            check('disconnected' in server.log, 'server did not report '
-                  'the disconnect')
-            tap.result(True, last_name)
-        except TestFailure as e:
-            tap.result(False, last_name, str(e))
-        if c:
-            c.sock.close()
-        rc = server.stop(timeout=10, term=c is None)
-        tap.result(rc == 0, 'server exits cleanly afterwards',
-                   'exit status %s' % rc)
-        if tap.failed:
-            for ln in server.log[-60:]:
-                print('# [server] ' + ln[:300])
+            out.append(seq.case('VERSION: 0.1, server max_data_xfer_size '
+                                '1 MiB', self.check_version, breaks=True))
+            # the probes close over the client, which exists only once
+            # the first case has run
+            names = [name for name, _ in probes(None, None)]
+            out += [seq.case(name, lambda i=i: self.probes[i][1]())
+                    for i, name in enumerate(names)]
+        else:
+            out.append(seq.case('server %d starts, client attached' % self.n,
+                                self.start, breaks=True))
+        out.append(seq.case(last_name, lambda: self.dropped(last_fn)))
+        out.append(seq.case('server %d exits cleanly afterwards' % self.n,
+                            self.stop, always=True))
+        return out
 
 
 def main():
@@ -472,13 +410,19 @@ def main():
     if not os.access(args.server, os.X_OK):
         print('Bail out! not executable: %s' % args.server)
         return 2
-    tap = Tap()
-    session(args, tap, True, 'DMA_WRITE reply with a 4-byte count (12-byte '
-            'payload): the library drops the connection', short_write_reply)
-    session(args, tap, False, 'split DMA_READ, last reply of exactly count '
-            'bytes: the library drops the connection', exact_split_read)
-    print('1..%d' % tap.n)
-    return 1 if tap.failed else 0
+    suite = unittest.TestSuite()
+    with tempfile.TemporaryDirectory(prefix='lvu-probe-') as tmp:
+        for n, (probes_too, name, fn) in enumerate((
+                (True, 'DMA_WRITE reply with a 4-byte count (12-byte '
+                 'payload): the library drops the connection',
+                 short_write_reply),
+                (False, 'split DMA_READ, last reply of exactly count bytes: '
+                 'the library drops the connection', exact_split_read))):
+            d = os.path.join(tmp, str(n))
+            os.mkdir(d)
+            s = Session(args.server, d, n + 1)
+            suite.addTests(s.cases(probes_too, name, fn))
+        return tap.run(suite)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Interop tests: QEMU's vfio-user client against a libvfio-user server.
 
 QEMU runs under -accel qtest; this script speaks the qtest text protocol to
@@ -7,23 +7,29 @@ server (lvu-interop-server, linked against the libvfio-user copy bundled with
 QEMU) through its BAR0 registers.  Every byte a transfer moves is checked from
 QEMU's side.  Output is TAP; the exit status is non-zero if any test failed.
 
-usage: run-tests.py --qemu QEMU --server SERVER [--verbose]
+usage: qemu-tests.py --qemu QEMU --server SERVER [--only NAME]
 """
 
 import argparse
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
-import time
+import unittest
 import zlib
 
 sys.dont_write_bytecode = True     # keep the source tree clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interop_common import (KiB, MiB, Proc, QTest, Tap,  # noqa: E402
-                            TestFailure, Timeout, check, pattern)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+import lvu_server  # noqa: E402
+import tap  # noqa: E402
+from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, MiB,  # noqa: E402
+                        OP_FROM_GUEST, OP_PATTERN, OP_TO_GUEST, REG_CRC,
+                        REG_ERRNO, REG_SEQ, REG_STATUS, ST_DONE, ST_FAILED,
+                        server_pattern)
+from procs import TestFailure, check  # noqa: E402
+from qemu import Qemu, machine_memory, vfio_user_device  # noqa: E402
 
 MAX_XFER = 1 * MiB          # the max_data_xfer_size QEMU advertises
 
@@ -31,13 +37,6 @@ GUEST_MEM = 64 * MiB
 SLOT = 4                    # PCI slot of the device on bus 0
 BAR0_GPA = 0xE0000000       # inside the PCI hole of a 64 MiB pc machine
 VENDOR_DEVICE = 0x11E51234  # set by the server (vfu_pci_set_id)
-
-# BAR0 registers of the interop server (see lvu-interop-server.c)
-REG_ADDR_LO, REG_ADDR_HI, REG_LEN, REG_SEED = 0x00, 0x04, 0x08, 0x0C
-REG_CMD, REG_STATUS, REG_ERRNO, REG_CRC, REG_SEQ = 0x10, 0x14, 0x18, 0x1C, 0x20
-OP_PATTERN, OP_TO_GUEST, OP_FROM_GUEST = 1, 2, 3
-METHOD_MSG, METHOD_MAP = 0, 1
-ST_DONE, ST_FAILED = 2, 3
 
 EFAULT = 14
 CMD_TIMEOUT = 15            # seconds for any single qtest command or transfer
@@ -50,78 +49,36 @@ class Session:
 
     def __init__(self, args):
         self.args = args
-        self.server = self.qemu = self.qt = None
+        self.server = self.vm = self.qemu = self.qt = None
         self.seq = 0
         self.attached = False
 
-    def start(self, tmp, backend, dma_access):
+    def start(self, tmp, memory, dma_access):
         args = self.args
         sock_path = os.path.join(tmp, 'vfio-user.sock')
-        qtest_path = os.path.join(tmp, 'qtest.sock')
-
-        self.server = Proc([args.server, sock_path, str(START_TIMEOUT * 3)],
-                           'server')
-        self.server.expect(r'^ready$', START_TIMEOUT)
-
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(qtest_path)
-            listener.listen(1)
-            listener.settimeout(0.2)
-            dev = {'driver': 'vfio-user-pci', 'id': 'lvu',
-                   'addr': '0x%x' % SLOT,
-                   'socket': {'type': 'unix', 'path': sock_path}}
-            if dma_access:
-                dev['dma-access'] = dma_access
-            argv = [args.qemu, '-machine', 'pc,memory-backend=mem',
-                    '-accel', 'qtest', '-m', '%dM' % (GUEST_MEM // MiB),
-                    '-object', backend(tmp), '-nodefaults', '-display', 'none',
-                    '-qtest', 'unix:' + qtest_path,
-                    '-qtest-log', '/dev/null',
-                    '-device', json.dumps(dev)] + args.qemu_arg
-            self.qemu = Proc(argv, 'qemu')
-            conn = None
-            deadline = time.monotonic() + START_TIMEOUT
-            while conn is None:
-                try:
-                    conn, _ = listener.accept()
-                except socket.timeout:
-                    check(self.qemu.p.poll() is None, 'QEMU exited: %s'
-                          % ' | '.join(self.qemu.log[-3:]))
-                    check(time.monotonic() < deadline,
-                          'QEMU did not connect to qtest')
-        finally:
-            listener.close()
-        self.qt = QTest(conn, SLOT, CMD_TIMEOUT)
+        self.server = lvu_server.start(args.server, sock_path,
+                                       START_TIMEOUT * 3)
+        self.vm = Qemu(args.qemu, tmp, machine_memory(
+            memory, GUEST_MEM, tmp) + ['-device', json.dumps(vfio_user_device(
+                sock_path, dma_access, SLOT, 'lvu'))] + args.qemu_arg,
+            slot=SLOT, timeout=CMD_TIMEOUT)
+        self.qemu, self.qt = self.vm.proc, self.vm.qt
         self.server.expect(r'^attached$', START_TIMEOUT, self.qemu)
         self.attached = True
-        self._setup_pci()
+        ids = self.qt.cfg_read(0x00)
+        check(ids == VENDOR_DEVICE,
+              'PCI ids 0x%08x, expected 0x%08x' % (ids, VENDOR_DEVICE))
+        self.qt.setup_pci(BAR0_GPA)
         # a first command orders the output: every dma-map line the server
         # printed for QEMU's initial maps is in our log once it completes
         st, err, _ = self.command(OP_PATTERN, METHOD_MSG, 0, 16, 1)
         check(st == ST_DONE, 'first command failed: errno %d' % err)
 
-    def _setup_pci(self):
-        qt = self.qt
-        ids = qt.cfg_read(0x00)
-        check(ids == VENDOR_DEVICE,
-              'PCI ids 0x%08x, expected 0x%08x' % (ids, VENDOR_DEVICE))
-        # No firmware runs under qtest: place BAR0 and enable memory decode
-        # and bus mastering (QEMU refuses DMA from a device without it).
-        qt.cfg_write(0x10, BAR0_GPA)
-        bar = qt.cfg_read(0x10)
-        check(bar & ~0xF == BAR0_GPA, 'BAR0 reads back 0x%x' % bar)
-        qt.cfg_write(0x04, qt.cfg_read(0x04) | 0x6)
-        check(qt.cfg_read(0x04) & 0x6 == 0x6, 'command register not set')
-
     def command(self, op, method, addr, length, seed=0):
         """Run one server command; returns (status, errno, crc)."""
         qt = self.qt
-        qt.writel(BAR0_GPA + REG_ADDR_LO, addr & 0xFFFFFFFF)
-        qt.writel(BAR0_GPA + REG_ADDR_HI, addr >> 32)
-        qt.writel(BAR0_GPA + REG_LEN, length)
-        qt.writel(BAR0_GPA + REG_SEED, seed)
-        qt.writel(BAR0_GPA + REG_CMD, op | method << 8)
+        lvu_server.start_command(lambda r, v: qt.writel(BAR0_GPA + r, v),
+                                 op, method, addr, length, seed)
         self.seq += 1
         m = self.server.expect(r'^xfer seq=(\d+) .* errno=(\d+) crc=0x(\w+)$',
                                CMD_TIMEOUT, self.qemu)
@@ -151,10 +108,8 @@ class Session:
     def close(self):
         """Stop QEMU, then expect the server to notice and exit cleanly."""
         rc_server = None
-        if self.qt:
-            self.qt.sock.close()
-        if self.qemu:
-            self.qemu.stop()
+        if self.vm:
+            self.vm.close()
         if self.server:
             # the server exits by itself on disconnect; force it only if
             # QEMU never connected to it
@@ -221,8 +176,9 @@ def server_ok(st, err, what):
 
 
 def to_guest(s, method, addr, length, seed):
-    """Server fills its buffer with pattern(seed) and DMAs it to the guest."""
-    want = pattern(seed, length)
+    """Server fills its buffer with its pattern for seed and DMAs it to the
+    guest."""
+    want = server_pattern(seed, length)
     fill_guest(s, addr, length)
     st, err, crc = s.command(OP_PATTERN, METHOD_MSG, 0, length, seed)
     check(st == ST_DONE and crc == zlib.crc32(want),
@@ -257,20 +213,6 @@ def expect_no_map(s):
 
 def expect_unmapped(s, why):
     check(region_of(s, PROBE)[2] == 0, why)
-
-
-# Backends: each returns the -object argument for a temp dir.
-def mem_ram(tmp):
-    return 'memory-backend-ram,id=mem,size=%d' % GUEST_MEM
-
-
-def mem_memfd(tmp):
-    return 'memory-backend-memfd,id=mem,size=%d,share=on' % GUEST_MEM
-
-
-def mem_file_private(tmp):
-    return ('memory-backend-file,id=mem,size=%d,share=off,mem-path=%s'
-            % (GUEST_MEM, os.path.join(tmp, 'guest-ram')))
 
 
 def message_checks(s, tag):
@@ -329,7 +271,7 @@ def checks_memfd(s):
         to_guest(s, METHOD_MAP, base, 64 * KiB, 0x5151)
         st, err, crc = s.command(OP_FROM_GUEST, METHOD_MSG, base, 64 * KiB)
         server_ok(st, err, 'message read')
-        check(crc == zlib.crc32(pattern(0x5151, 64 * KiB)),
+        check(crc == zlib.crc32(server_pattern(0x5151, 64 * KiB)),
               'message read disagrees with mapped write')
 
     def at(fn, *a):
@@ -359,42 +301,40 @@ def checks_file_io(tag):
 
 
 CONFIGS = [
-    ('ram', mem_ram, None, checks_ram),
-    ('memfd', mem_memfd, None, checks_memfd),
-    ('file share=off', mem_file_private, None, checks_file_private),
-    ('file-io ram', mem_ram, 'file-io', checks_file_io('file-io ram')),
-    ('file-io memfd', mem_memfd, 'file-io', checks_file_io('file-io memfd')),
+    ('ram', 'ram', None, checks_ram),
+    ('memfd', 'memfd', None, checks_memfd),
+    ('file share=off', 'file-private', None, checks_file_private),
+    ('file-io ram', 'ram', 'file-io', checks_file_io('file-io ram')),
+    ('file-io memfd', 'memfd', 'file-io', checks_file_io('file-io memfd')),
 ]
 
 
-def run_config(args, tap, name, backend, dma_access, make_checks):
-    with tempfile.TemporaryDirectory(prefix='lvu-interop-') as tmp:
-        s = Session(args)
-        setup_error = None
-        try:
-            s.start(tmp, backend, dma_access)
-        except TestFailure as e:
-            setup_error = str(e)
-        tap.result(setup_error is None, '%s: QEMU and server start, device '
-                   'is programmed' % name, setup_error)
-        # the list of checks is fixed, so a broken setup fails each of them
-        broken = setup_error and 'not run: setup failed'
-        tap.run_checks(make_checks(s), broken, gone=lambda e: s.dead())
+def config_cases(args, tmp, name, memory, dma_access, make_checks):
+    """A configuration's cases: start, its checks, stop; they share one
+    QEMU and one server."""
+    s = Session(args)
 
+    def show():
+        for p in (s.server, s.qemu):
+            for ln in (p.log[-30:] if p else []):
+                print('[%s] %s' % (p.name, ln[:300]))
+
+    def close():
         rc = s.close()
-        tap.result(rc == 0, '%s: server exits cleanly after QEMU quits'
-                   % name, None if rc == 0 else 'server exit status %s' % rc)
-        if args.verbose or tap.failed:
-            for p in (s.server, s.qemu):
-                for ln in (p.log[-40:] if p else []):
-                    print('# [%s] %s' % (p.name, ln[:300]))
+        check(rc == 0, 'server exit status %s' % rc)
+    seq = tap.Sequence(gone=s.dead, show=show)
+    return ([seq.case('%s: QEMU and server start, device is programmed'
+                      % name, lambda: s.start(tmp, memory, dma_access),
+                      breaks=True)] +
+            seq.cases(make_checks(s)) +
+            [seq.case('%s: server exits cleanly after QEMU quits' % name,
+                      close, always=True)])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--qemu', required=True)
     ap.add_argument('--server', required=True)
-    ap.add_argument('--verbose', action='store_true')
     ap.add_argument('--only', help='run only configurations containing this')
     ap.add_argument('--qemu-arg', action='append', default=[],
                     help='extra QEMU argument (repeatable), e.g. -trace ...')
@@ -403,13 +343,16 @@ def main():
         if not os.access(path, os.X_OK):
             print('Bail out! not executable: %s' % path)
             return 2
-    tap = Tap()
-    for name, backend, dma_access, make_checks in CONFIGS:
-        if args.only and args.only not in name:
-            continue
-        run_config(args, tap, name, backend, dma_access, make_checks)
-    print('1..%d' % tap.n)
-    return 1 if tap.failed else 0
+    suite = unittest.TestSuite()
+    with tempfile.TemporaryDirectory(prefix='lvu-interop-') as tmp:
+        for n, (name, memory, dma_access, make_checks) in enumerate(CONFIGS):
+            if args.only and args.only not in name:
+                continue
+            d = os.path.join(tmp, str(n))
+            os.mkdir(d)
+            suite.addTests(config_cases(args, d, name, memory, dma_access,
+                                        make_checks))
+        return tap.run(suite)
 
 
 if __name__ == '__main__':

@@ -102,6 +102,32 @@ check "the cover letter has a subject and text of its own" \
 check "every patch is signed off by the project" \
     bash -c "cd '$real' && for p in \$(cat series); do grep -q '^Signed-off-by: vfio-user client project <' \"\$p\" || exit 1; done"
 
+# --- the server's layers ------------------------------------------------------
+# Each file may include only headers of the layers below it (and its own):
+# no call back into the layer above, no cycle.
+server_layers() {
+    python3 - "$top/server" <<'PY'
+import os, re, sys
+order = [["vfio-user-dma-server"], ["commands"], ["device"], ["bench"],
+         ["regions"], ["msgdma", "memguard"], ["transport", "protocol"], ["log"]]
+layer = {name: i for i, names in enumerate(order) for name in names}
+bad = []
+for f in sorted(os.listdir(sys.argv[1])):
+    base, ext = os.path.splitext(f)
+    if ext not in (".c", ".h"):
+        continue
+    if base not in layer:
+        bad.append("%s: not in the list of layers" % f)
+        continue
+    for inc in re.findall(r'^#include "([\w-]+)\.h"', open(os.path.join(sys.argv[1], f)).read(), re.M):
+        if inc in layer and inc != base and layer[inc] <= layer[base]:
+            bad.append("%s includes %s.h, a layer above or beside it" % (f, inc))
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+}
+check "server: every file includes only the layers below it" server_layers
+
 # --- the result counting ------------------------------------------------------
 rt() { python3 "$top/scripts/run-tests.py" "$@"; }
 check "runner passes a passing suite" rt "a=printf 'ok 1 - x\nok 2 - y\n'"
@@ -111,8 +137,22 @@ check_fails "runner fails a suite with a failing test" rt "a=printf 'ok 1\nnot o
 check_fails "runner fails a suite that ran no test" rt "a=true"
 check_fails "runner fails a suite that crashed after passing tests" rt "a=printf 'ok 1\n'; exit 3"
 check_fails "runner kills and fails a suite that leaves a child holding its output" \
-    timeout 30 python3 "$top/scripts/run-tests.py" "a=printf 'ok 1\n'; sleep 300 &"
-check "that child is gone" bash -c "! pgrep -f 'slee[p] 300' >/dev/null"
+    timeout 30 python3 "$top/scripts/run-tests.py" "a=printf 'ok 1\n'; sleep 300.$$ &"
+# (sleep's argument carries this run's pid: other harness runs on the
+# machine must not count)
+check "that child is gone" bash -c "! pgrep -f 'slee[p] 300\.$$\$' >/dev/null"
+check_fails "runner stops and fails a suite that runs past its limit" \
+    timeout 60 python3 "$top/scripts/run-tests.py" "a@2=printf 'ok 1\n'; sleep 301.$$"
+check "the failure names the limit" grep -q "timed out after 2 s" "$tmp/last"
+check "the stopped suite's process is gone" bash -c "! pgrep -f 'slee[p] 301\.$$\$' >/dev/null"
+check "runner counts only top-level TAP lines, not nested ones" \
+    bash -c "python3 '$top/scripts/run-tests.py' \"a=printf 'ok 1\n# not ok 1 - nested\n  not ok 2 - indented\n'\" | tail -n1 | grep -qx '1 passed, 0 failed, 0 skipped'"
+summary_evidence() {
+    local out
+    out=$(python3 "$top/scripts/run-tests.py" "a=printf 'not ok 1 - x\n# because y\n'")
+    sed -n '/^Summary/,$p' <<<"$out" | grep -q '# because y'
+}
+check "a failing case's comment lines appear in the summary" summary_evidence
 
 echo "1..$n"
 exit $failed

@@ -1,9 +1,9 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Guest-boot tests: a real guest drives the DMA engine through QEMU's
 vfio-user client, for each memory backend x dma-access mode and against a
 legacy server.  Prints TAP.
 
-    tests/guest/run-tests.py --qemu QEMU --server SERVER --guest-dir DIR [--filter STR]
+    tests/guest/boot-tests.py --qemu QEMU --server SERVER --guest-dir DIR [--filter STR]
 
 Each case runs scripts/run-guest.py in its own session (process group) and
 checks: the guest verified every byte, the DMA region holding the guest's
@@ -16,12 +16,15 @@ that the guest fetched a file from the host, intact, while its DMA ran.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import procs  # noqa: E402
+import tap  # noqa: E402
 RUN_GUEST = os.path.join(HERE, "..", "..", "scripts", "run-guest.py")
 CASE_TIMEOUT = 90
 MODES = ("mmap", "file-io", "message")
@@ -87,19 +90,14 @@ def run_case(args, memory, mode, legacy, irq, workdir, net=False):
         cmd.append("--net")
     if mode:
         cmd += ["--dma-access", mode]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    proc = procs.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         text, _ = proc.communicate(timeout=CASE_TIMEOUT)
     except subprocess.TimeoutExpired:
-        text = "case timed out"
+        text = f"case timed out after {CASE_TIMEOUT} s"
     finally:
         # Whatever is left of the case (driver, QEMU, server) goes.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        procs.stop(proc, grace=10)
     try:
         with open(out_json) as f:
             return json.load(f), text
@@ -107,10 +105,10 @@ def run_case(args, memory, mode, legacy, irq, workdir, net=False):
         return None, text
 
 
-def check(info, expect):
+def problems_of(info, expect):
     """Return a list of problems (empty: the case passed)."""
     if info is None:
-        return ["no result from run-guest.py"]
+        return ["run-guest.py wrote no result (its output is below)"]
     if expect == "refused":
         problems = []
         if info["qemu_rc"] in (0, None):
@@ -185,6 +183,32 @@ def check(info, expect):
     return problems
 
 
+def case(args, n, name, memory, mode, legacy, irq, net, expect):
+    def run():
+        with tempfile.TemporaryDirectory(prefix="guest-test-") as tmp:
+            workdir = tmp
+            if args.keep:
+                workdir = os.path.join(args.keep, f"{n:02d}-{memory}-{mode or 'none'}"
+                                       f"{'-legacy' if legacy else ''}-{irq}"
+                                       f"{'-net' if net else ''}")
+                os.makedirs(workdir, exist_ok=True)
+            info, text = run_case(args, memory, mode, legacy, irq, workdir, net)
+            problems = problems_of(info, expect)
+            sock = os.path.join(workdir, "dma.sock")
+            if os.path.exists(sock):
+                problems.append(f"socket {sock} left behind")
+        if problems:
+            # the evidence: what run-guest.py printed (it names the
+            # server's and the guest's errors)
+            print("\n".join(text.strip().splitlines()[-25:]))
+            raise AssertionError("; ".join(problems))
+        if info["result"]:
+            print(f"{info['result']['bytes']} bytes verified, {info['result']['mbps']} MB/s")
+        if info.get("net"):
+            print(f"{info['net']['intact']} intact fetches over the network")
+    return tap.FunctionCase(name, run)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qemu", required=True)
@@ -196,7 +220,7 @@ def main():
                     help="QEMU is the unpatched build: run the baseline cases instead")
     args = ap.parse_args()
 
-    cases = []
+    suite = tap.unittest.TestSuite()
     tables = ((("intx", False, BASELINE_CASES),) if args.baseline
               else (("intx", False, CASES), ("poll", False, POLL_CASES),
                     ("intx", True, NET_CASES)))
@@ -205,38 +229,9 @@ def main():
             name = (f"{memory} dma-access={mode or '(none)'}{' legacy-server' if legacy else ''}"
                     f"{' irq=poll' if irq == 'poll' else ''}{' +net' if net else ''} -> {expect}")
             if args.filter in name:
-                cases.append((name, memory, mode, legacy, irq, net, expect))
-    print(f"1..{len(cases)}")
-    failed = 0
-    for n, (name, memory, mode, legacy, irq, net, expect) in enumerate(cases, 1):
-        with tempfile.TemporaryDirectory(prefix="guest-test-") as tmp:
-            workdir = tmp
-            if args.keep:
-                workdir = os.path.join(args.keep, f"{n:02d}-{memory}-{mode or 'none'}"
-                                       f"{'-legacy' if legacy else ''}-{irq}"
-                                       f"{'-net' if net else ''}")
-                os.makedirs(workdir, exist_ok=True)
-            info, text = run_case(args, memory, mode, legacy, irq, workdir, net)
-            problems = check(info, expect)
-            if problems:
-                failed += 1
-                print(f"not ok {n} - {name}")
-                for p in problems:
-                    print(f"  # {p}")
-            else:
-                extra = ""
-                if info["result"]:
-                    extra = f" ({info['result']['bytes']} bytes, {info['result']['mbps']} MB/s"
-                    if info.get("net"):
-                        extra += f"; {info['net']['intact']} intact fetches over the network"
-                    extra += ")"
-                print(f"ok {n} - {name}{extra}")
-            sock = os.path.join(workdir, "dma.sock")
-            if os.path.exists(sock):
-                print(f"  # warning: socket {sock} left behind")
-        sys.stdout.flush()
-    print(f"{len(cases) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+                suite.addTest(case(args, suite.countTestCases() + 1, name, memory, mode,
+                                   legacy, irq, net, expect))
+    return tap.run(suite)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+/*
+ * vfio-user transport: message framing on the UNIX socket, fds passed
+ * along, and calls from the server to the client (DMA_READ/DMA_WRITE).
+ * Knows nothing about what the messages mean.
+ */
+#ifndef SERVER_TRANSPORT_H
+#define SERVER_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <signal.h>
+#include <stdint.h>
+
+/* Message header (little-endian; x86-64 only, so plain structs). */
+struct vu_hdr {
+    uint16_t id;
+    uint16_t command;
+    uint32_t size;          /* whole message, header included */
+    uint32_t flags;
+    uint32_t error;         /* errno of a failed request, in replies */
+};
+_Static_assert(sizeof(struct vu_hdr) == 16, "header layout");
+
+#define VU_FLAG_TYPE_MASK   0xfu
+#define VU_FLAG_REPLY       0x1u
+#define VU_FLAG_NO_REPLY    0x10u
+#define VU_FLAG_ERROR       0x20u
+
+/* Most fds one message may carry; more means a confused peer. */
+#define VU_MAX_FDS          8
+/* What we tell the client it may send us in one data transfer. */
+#define VU_OUR_MAX_XFER     (1024u * 1024u)
+/* Largest payload we accept: a full data transfer plus its small header. */
+#define VU_MAX_MSG          (VU_OUR_MAX_XFER + 64u)
+/* How long we wait for the client to answer one of our requests, and for
+ * the rest of a message whose header has arrived. */
+#define VU_PEER_TIMEOUT_MS  10000
+
+struct vu_msg {
+    struct vu_hdr hdr;
+    uint8_t *data;          /* payload, hdr.size - 16 bytes */
+    size_t len;
+    int fds[VU_MAX_FDS];
+    int nfds;
+};
+
+struct conn;
+
+/* Serves one client request that arrives while the server waits for the
+ * reply to its own request (see conn_call); set by whoever owns the loop. */
+typedef void conn_serve_fn(struct conn *c, struct vu_msg *m);
+
+struct conn {
+    int sock;
+    bool dead;              /* protocol broken or peer gone: stop serving */
+    bool broken;            /* the client violated the protocol */
+    uint16_t next_id;
+    int depth;              /* nesting of request handling inside a call */
+    conn_serve_fn *serve;
+    /* Set by VERSION: the client's max_data_xfer_size. */
+    bool negotiated;
+    uint64_t peer_max_xfer;
+    /* Options from the command line. */
+    bool legacy;            /* behave like a pre-revision server */
+    bool baseline_dma_layout;   /* DMA_READ/WRITE as QEMU 10.2.2 lays them out */
+};
+
+/* Set by a signal handler: waits give up with EINTR. */
+extern volatile sig_atomic_t conn_stop_requested;
+
+/* Wait until fd is readable; 0, ETIMEDOUT, EINTR (stop requested) or an
+ * errno.  timeout_ms -1: no limit. */
+int wait_readable(int fd, int timeout_ms);
+
+/* Receive one message; timeout_ms applies to its first byte only.  Any
+ * error means the stream can no longer be trusted. */
+int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms);
+
+/* Reply to a client request (nothing for posted requests); a failed send
+ * marks the connection dead. */
+void send_reply(struct conn *c, const struct vu_msg *req, int err,
+                const void *payload, size_t len);
+
+/*
+ * Send a server->client request and wait for its reply; client requests
+ * arriving meanwhile are passed to c->serve.  Returns 0 and fills *reply
+ * (caller frees it with msg_free), or a positive errno.
+ */
+int conn_call(struct conn *c, uint16_t cmd, const void *payload, size_t len,
+              struct vu_msg *reply);
+
+/* The client answered in a way the protocol does not allow. */
+void conn_protocol_error(struct conn *c);
+
+void msg_close_fds(struct vu_msg *m);
+void msg_free(struct vu_msg *m);
+
+#endif
