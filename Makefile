@@ -3,6 +3,7 @@
 #   make run            build what is missing, boot a guest whose vfio-user
 #                       device is served by our server, show its DMA
 #   make check          every test (qtest, guest boots, interop, the series)
+#   make check-fresh    README's commands on a Debian 12 made fresh (as CI does)
 #   make help           everything else
 #
 # See README.md and docs/.
@@ -40,12 +41,12 @@ export BUILD_DIR := $(BUILD)
 .PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
         qemu-with-tests qemu-qtests project libvfio-user guest run check check-quick \
         check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
-        check-guest check-interop check-harness export-series bench clean distclean
+        check-guest check-interop check-harness check-fresh export-series bench clean distclean
 
 all: qemu project
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "  make                build patched QEMU and the project's programs"
 	@echo "  make qemu-src       the scratch QEMU git tree (base + one commit per patch)"
 	@echo "  make export-series  write that tree's commits back to patches/"
@@ -140,6 +141,13 @@ check-quick: deps-check qemu-with-tests qemu-qtests project guest
 check: deps-check qemu-with-tests qemu-qtests qemu-baseline project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK) $(SUITE_BASELINE) \
 		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check $(INTEROP_SERVER)"
+
+# What CI runs: a minimal Debian 12 root made anew (debootstrap), git and make
+# installed in it as README says, a clone of the committed HEAD, then
+# `make run` and `make check` there.  Needs root; takes the build's full time
+# (ccache is shared, so a warm cache makes it much faster).
+check-fresh:
+	@scripts/check-fresh.sh $(TOP)
 
 check-series: qemu-src project
 	@$(PYTHON) scripts/run-tests.py \

@@ -11,17 +11,20 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
-# QEMU build: compiler tool chain, meson >= 1.5 (backports), glib, and what the
-# +ds tarball needs to configure (flex/bison for the dtc-less parts, dtc for
-# the pc-bios/dtb step); pycotap, which QEMU's configure installs into its
-# build venv (mkvenv) and fails without; libslirp and pixman for the user
-# networking and display QEMU is built with; json-c and cmocka for building
-# the libvfio-user copy in QEMU's tree (its meson.build wants cmocka even with
-# its tests off).
+# QEMU build: compiler tool chain, meson >= 1.5 (backports), and what QEMU's
+# meson.build requires of the system for this configuration: glib and zlib
+# always, libfdt for any system emulator (without it meson tries to fetch the
+# dtc subproject from the network, which the +ds tarball leaves out),
+# libslirp and pixman for the user networking and display QEMU is built with;
+# flex/bison and dtc for the pc-bios/dtb step; pycotap, which QEMU's
+# configure installs into its build venv (mkvenv) and fails without; json-c
+# and cmocka for building the libvfio-user copy in QEMU's tree (its
+# meson.build wants cmocka even with its tests off).  scripts/check-fresh.sh
+# proves the list on a minimal Debian 12 that has nothing else.
 pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
-            libglib2.0-dev flex bison device-tree-compiler bzip2 xz-utils
-            ccache ca-certificates python3-pycotap libslirp-dev libpixman-1-dev
-            libjson-c-dev libcmocka-dev)
+            libglib2.0-dev zlib1g-dev libfdt-dev flex bison device-tree-compiler
+            bzip2 xz-utils ccache ca-certificates python3-pycotap libslirp-dev
+            libpixman-1-dev libjson-c-dev libcmocka-dev)
 # Running QEMU and the tests: the firmware the build looks for in Debian's
 # places (SeaBIOS and its VGA BIOSes, QEMU's option ROMs, iPXE's NIC ROMs),
 # the guest image ingredients, static libc for the in-guest program.
@@ -71,7 +74,15 @@ sources_file=/etc/apt/sources.list.d/vfio-user-dma.sources
 need_sources=false
 [ -e "$sources_file" ] || need_sources=true
 
-if [ ${#missing[@]} -eq 0 ] && ! $need_sources; then
+# ccache makes its compiler links (/usr/lib/ccache/cc is the one QEMU's build
+# calls) for the compilers present when its package trigger runs.  Installed
+# together with gcc on a fresh system it runs before gcc registers cc, so the
+# link is missing and every build runs uncached.
+need_ccache_links() {
+    installed ccache && [ -x /usr/bin/cc ] && [ ! -e /usr/lib/ccache/cc ]
+}
+
+if [ ${#missing[@]} -eq 0 ] && ! $need_sources && ! need_ccache_links; then
     exit 0
 fi
 
@@ -104,7 +115,12 @@ if [ "$(id -u)" -ne 0 ]; then
             [ ${#local_bp[@]} -eq 0 ] || echo "     apt-get install -y -t bookworm-backports ${local_bp[*]}"
             $meson_too_old && echo "     (meson >= $meson_min is required; bookworm has an older one)"
         fi
+        if need_ccache_links; then
+            echo "  3. update-ccache-symlinks   (ccache has no link for cc: builds run uncached)"
+        fi
     } >&2
+    # Without the ccache link builds still work, only slower.
+    [ ${#missing[@]} -eq 0 ] && ! $need_sources && exit 0
     exit 1
 fi
 
@@ -112,8 +128,10 @@ if $need_sources; then
     echo "install-deps: adding $sources_file (deb-src for the QEMU source package, bookworm-backports)"
     printf '%s\n' "$apt_lines" > "$sources_file"
 fi
-echo "install-deps: apt-get update"
-apt-get update -qq
+if [ ${#missing[@]} -gt 0 ] || $need_sources; then
+    echo "install-deps: apt-get update"
+    apt-get update -qq
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     # Backports packages are named with -t; the rest come from bookworm.
     bp=() main=()
@@ -129,6 +147,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "install-deps: installing from bookworm-backports: ${bp[*]}"
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${bp[@]}" >/dev/null
     fi
+fi
+if need_ccache_links; then
+    echo "install-deps: update-ccache-symlinks (ccache had no link for cc)"
+    update-ccache-symlinks
 fi
 "$here/install-deps.sh" "${groups[@]}" >/dev/null 2>&1 || {
     echo "install-deps: packages still missing after install" >&2
