@@ -416,6 +416,11 @@ static int run_command(struct conn *c, uint32_t op)
     return EINVAL;
 }
 
+bool dev_has_pending(void)
+{
+    return d.pending != 0;
+}
+
 void dev_run_pending(struct conn *c)
 {
     uint32_t op = d.pending;

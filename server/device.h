@@ -31,8 +31,9 @@ void dev_irq_trigger(unsigned index);
 int dev_irq_mask(unsigned index, bool mask);
 void dev_close_irqs(void);
 
-/* Run a command queued by a doorbell write, if any.  Called outside
- * request handling: its DMA may need the client's help. */
+/* A doorbell write queued a command; dev_run_pending runs it, as the
+ * connection's task (transport.h): its DMA may wait for the client. */
+bool dev_has_pending(void);
 void dev_run_pending(struct conn *c);
 
 struct dev_counters {

@@ -80,17 +80,21 @@ class Session:
 
     def serve_dma(self, guest):
         """Answer the server's DMA messages out of guest (a GuestMemory)
-        until the command completes; returns STATUS."""
+        until the command completes; returns STATUS.  A DMA request is
+        answered only after the server has answered a read of STATUS sent
+        meanwhile: QEMU's vCPU may hold the lock its DMA answers need while
+        it reads a register, so the server must not make the read wait."""
         while True:
-            # poll the status register: the server must answer it even
-            # while it waits for us to answer its own DMA request
             sid = self.c.send(REGION_READ, struct.pack(
                 '<QII', de.REG_STATUS, BAR0_REGION, 4))
+            held = []
             while True:
                 m = self.c.recv()
                 if m.flags & 0xf == REPLY and m.id == sid:
                     status = int.from_bytes(m.data[16:20], 'little')
                     break
+                held.append(m)
+            for m in held:
                 guest.answer(self.c, m)
             if not status & de.STATUS_BUSY:
                 return status
