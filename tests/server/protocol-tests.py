@@ -324,6 +324,17 @@ class Protocol(tap.Case):
         # a misbehaving client must show in the exit status
         s.close(want_rc=1)
 
+    def test_leave_during_dma(self):
+        """client leaves while the server waits for its DMA reply: clean exit"""
+        s = self.session()
+        s.version()
+        s.enable_master()
+        self.assertEqual(s.c.dma_map(0x100000, 0x1000, RW), 0)
+        s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
+        self.assertEqual(s.c.recv().cmd, DMA_READ)
+        s.close()
+        self.assertEqual(s.server.stats()['errors'], 1, 'the command did not fail')
+
     def test_irqs(self):
         """INTx auto-mask/unmask and MSI eventfds"""
         s = self.session()
