@@ -206,7 +206,7 @@ int main(int argc, char **argv)
 
     while (!c.dead && !conn_stop_requested) {
         struct vu_msg m;
-        int err;
+        int err, wait = conn_wait_ms(&c);
 
         /* A doorbell write queued a command: run it now that its write has
          * been answered, so the client is free to serve our DMA requests. */
@@ -214,7 +214,8 @@ int main(int argc, char **argv)
             run_task();
             continue;
         }
-        err = recv_msg(&c, &m, conn_wait_ms(&c));
+        /* A client that keeps sending requests does not stretch the wait. */
+        err = wait == 0 ? ETIMEDOUT : recv_msg(&c, &m, wait);
         if (conn_take_reply(&c, &m, err)) {
             run_task();
             continue;

@@ -15,6 +15,7 @@ import select
 import struct
 import sys
 import tempfile
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -334,6 +335,22 @@ class Protocol(tap.Case):
         self.assertEqual(s.c.recv().cmd, DMA_READ)
         s.close()
         self.assertEqual(s.server.stats()['errors'], 1, 'the command did not fail')
+
+    def test_unanswered_dma(self):
+        """DMA request never answered: ETIMEDOUT after 10 s, requests served meanwhile"""
+        s = self.session()
+        s.version()
+        s.enable_master()
+        self.assertEqual(s.c.dma_map(0x100000, 0x1000, RW), 0)
+        s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
+        self.assertEqual(s.c.recv().cmd, DMA_READ)
+        start = time.monotonic()
+        while s.reg_read(de.REG_STATUS) & de.STATUS_BUSY:
+            self.assertLess(time.monotonic() - start, 12, 'still busy after 12 s')
+            time.sleep(0.05)
+        self.assertGreater(time.monotonic() - start, 9, 'gave up too early')
+        self.assertEqual(s.reg_read(de.REG_ERROR), errno.ETIMEDOUT)
+        s.close()
 
     def test_irqs(self):
         """INTx auto-mask/unmask and MSI eventfds"""
