@@ -308,8 +308,9 @@ class Protocol(tap.Case):
         fails(errno.EPERM, de.CMD_TO_BUF, 0x400000, 0, 16)
         s.close()
 
-    def test_bad_reply(self):
-        """wrong DMA_READ reply fails the command, server survives"""
+    def dma_pending(self):
+        """A session whose server has just asked for 64 bytes at 0x100000
+        (a message region); returns it and the DMA_READ request."""
         s = self.session()
         s.version()
         s.enable_master()
@@ -317,6 +318,11 @@ class Protocol(tap.Case):
         s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
         m = s.c.recv()
         self.assertEqual(m.cmd, DMA_READ)
+        return s, m
+
+    def test_bad_reply(self):
+        """wrong DMA_READ reply fails the command, server survives"""
+        s, m = self.dma_pending()
         # answer with the wrong count: the command must fail, not crash
         s.c.reply(m, struct.pack('<QQ', 0x100000, 32) + bytes(32))
         self.assertEqual(s.reg_read(de.REG_STATUS),
@@ -327,23 +333,13 @@ class Protocol(tap.Case):
 
     def test_leave_during_dma(self):
         """client leaves while the server waits for its DMA reply: clean exit"""
-        s = self.session()
-        s.version()
-        s.enable_master()
-        self.assertEqual(s.c.dma_map(0x100000, 0x1000, RW), 0)
-        s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
-        self.assertEqual(s.c.recv().cmd, DMA_READ)
+        s, _ = self.dma_pending()
         s.close()
         self.assertEqual(s.server.stats()['errors'], 1, 'the command did not fail')
 
     def test_unanswered_dma(self):
         """DMA request never answered: ETIMEDOUT after 10 s, requests served meanwhile"""
-        s = self.session()
-        s.version()
-        s.enable_master()
-        self.assertEqual(s.c.dma_map(0x100000, 0x1000, RW), 0)
-        s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
-        self.assertEqual(s.c.recv().cmd, DMA_READ)
+        s, _ = self.dma_pending()
         start = time.monotonic()
         while s.reg_read(de.REG_STATUS) & de.STATUS_BUSY:
             self.assertLess(time.monotonic() - start, 12, 'still busy after 12 s')
