@@ -50,7 +50,7 @@ struct vu_msg {
  * through DMA_READ/DMA_WRITE) runs on a stack of its own: conn_call sends
  * the request and switches back to loop_ctx, the main loop, which stays
  * the only reader of the socket; the main loop switches to task_ctx again
- * once conn_take_reply has the answer (docs/server.md, "Message DMA").
+ * once conn_take_reply has the answer (docs/server.md, "Source layout").
  */
 struct conn {
     int sock;
