@@ -103,8 +103,9 @@ check "every patch is signed off by the project" \
     bash -c "cd '$real' && for p in \$(cat series); do grep -q '^Signed-off-by: vfio-user client project <' \"\$p\" || exit 1; done"
 
 # --- the server's layers ------------------------------------------------------
-# Each file may include only headers of the layers below it (and its own):
-# no call back into the layer above, no cycle.
+# Each file may include only headers of the layers below it (and its own),
+# and no file declares a function pointer, through which a lower layer
+# could call back up at run time: no cycle, static or dynamic.
 server_layers() {
     python3 - "$top/server" <<'PY'
 import os, re, sys
@@ -119,9 +120,12 @@ for f in sorted(os.listdir(sys.argv[1])):
     if base not in layer:
         bad.append("%s: not in the list of layers" % f)
         continue
-    for inc in re.findall(r'^#include "([\w-]+)\.h"', open(os.path.join(sys.argv[1], f)).read(), re.M):
+    text = open(os.path.join(sys.argv[1], f)).read()
+    for inc in re.findall(r'^#include "([\w-]+)\.h"', text, re.M):
         if inc in layer and inc != base and layer[inc] <= layer[base]:
             bad.append("%s includes %s.h, a layer above or beside it" % (f, inc))
+    for fp in re.findall(r'^.*(?:\(\s*\*\s*\w+\s*\)\s*\(|typedef\s[^;{]*\w\s*\().*$', text, re.M):
+        bad.append("%s declares a function pointer: %s" % (f, fp.strip()))
 print("\n".join(bad))
 sys.exit(1 if bad else 0)
 PY
