@@ -26,6 +26,11 @@ SERVER := $(PROJECT_BUILD)/server/vfio-user-dma-server
 GUEST_DIR := $(BUILD)/guest
 LVU_PREFIX := $(BUILD)/libvfio-user
 INTEROP_SERVER := $(PROJECT_BUILD)/tests/interop/lvu-interop-server
+LVU_UPSTREAM_SRC := $(BUILD)/download/libvfio-user-upstream
+LVU_UPSTREAM_PREFIX := $(BUILD)/libvfio-user-upstream
+INTEROP_SERVER_UPSTREAM := $(PROJECT_BUILD)/tests/interop/lvu-interop-server-upstream
+PROJECT_OPTIONS := -Dlibvfio_user_prefix=$(LVU_PREFIX) \
+	-Dlibvfio_user_upstream_prefix=$(LVU_UPSTREAM_PREFIX)
 
 # Options of `make run`.
 MEMORY ?= memfd
@@ -39,7 +44,8 @@ export CCACHE_NOHASHDIR := 1
 export BUILD_DIR := $(BUILD)
 
 .PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
-        qemu-with-tests qemu-qtests project libvfio-user guest run check check-quick \
+        qemu-with-tests qemu-qtests project libvfio-user libvfio-user-upstream \
+        guest run check check-quick \
         check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
         check-guest check-interop check-harness check-fresh export-series bench clean distclean
 
@@ -95,10 +101,21 @@ qemu-baseline: qemu-src
 libvfio-user: qemu-src
 	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
 
-project: deps libvfio-user
+# Current libvfio-user at the commit tests/interop/libvfio-user-upstream.conf
+# pins: from its repository, else from ../shared/libvfio-user (a warning).
+libvfio-user-upstream: deps
+	@scripts/fetch-libvfio-user.sh $(LVU_UPSTREAM_SRC)
+	@tests/interop/build-libvfio-user.sh $(LVU_UPSTREAM_SRC)/src $(LVU_UPSTREAM_PREFIX)
+
+# A build directory made with other options (an older checkout) is
+# reconfigured rather than used as it is.
+project: deps libvfio-user libvfio-user-upstream
 	@if [ ! -f $(PROJECT_BUILD)/build.ninja ]; then \
-		meson setup -Dlibvfio_user_prefix=$(LVU_PREFIX) $(PROJECT_BUILD) $(TOP) >/dev/null; \
+		meson setup $(PROJECT_OPTIONS) $(PROJECT_BUILD) $(TOP) >/dev/null; \
+	elif [ "$$(cat $(PROJECT_BUILD)/.options 2>/dev/null)" != "$(PROJECT_OPTIONS)" ]; then \
+		meson configure $(PROJECT_OPTIONS) $(PROJECT_BUILD) >/dev/null; \
 	fi
+	@echo "$(PROJECT_OPTIONS)" > $(PROJECT_BUILD)/.options
 	@ninja -C $(PROJECT_BUILD) >/dev/null
 
 guest: deps-check project
