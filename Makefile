@@ -139,8 +139,15 @@ SUITES_QUICK = \
 	"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 	"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+	$(INTEROP_UPSTREAM_SUITES) \
 	"bench-smoke=$(BENCH_SMOKE)" \
 	$(QEMU_QTEST_SUITE)
+
+# Current libvfio-user: what it accepts (raw client), and QEMU against it for
+# every memory backend x dma-access value (about 45 s on 2 cores).
+INTEROP_UPSTREAM_SUITES = \
+	"interop-upstream-probe@120=$(PYTHON) tests/interop/probe-library.py --library upstream --server $(INTEROP_SERVER_UPSTREAM)" \
+	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)"
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
@@ -192,7 +199,8 @@ check-guest: deps-check qemu project guest
 check-interop: deps-check qemu project
 	@$(PYTHON) scripts/run-tests.py \
 		"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
-		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+		$(INTEROP_UPSTREAM_SUITES)
 
 check-harness:
 	@$(PYTHON) scripts/run-tests.py "harness=tests/harness/harness-tests.sh"
@@ -213,4 +221,5 @@ distclean:
 	@if [ -d $(QEMU_TREE)/.git ] && [ -n "$$(git -C $(QEMU_TREE) -c safe.directory='*' status --porcelain --untracked-files=no)" ]; then \
 		echo "distclean: $(QEMU_TREE) has uncommitted changes; export or discard them first" >&2; exit 1; fi
 	rm -rf $(BUILD)/qemu $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
-		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/bench $(BUILD)/bench-smoke
+		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/libvfio-user-upstream \
+		$(BUILD)/bench $(BUILD)/bench-smoke

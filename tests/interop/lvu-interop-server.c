@@ -509,6 +509,7 @@ int main(int argc, char **argv)
     struct dev d = { 0 };
     double idle_s = 60;
     int log_level = LOG_INFO;
+    int conn_fd;
     const char *prog = argv[0];
     int ret = 1;
 
@@ -556,13 +557,19 @@ int main(int argc, char **argv)
         }
     }
     printf("attached\n");
+    conn_fd = vfu_get_poll_fd(d.ctx);
 
     for (;;) {
         if (d.pending) {
             run_command(&d);
             continue;
         }
-        if (d.lost) {
+        /*
+         * The library may reset the connection inside vfu_run_ctx() without
+         * saying so (a reply it could not send); it then polls its listening
+         * socket again.
+         */
+        if (d.lost || vfu_get_poll_fd(d.ctx) != conn_fd) {
             printf("disconnected\n");
             ret = 0;
             goto out;
