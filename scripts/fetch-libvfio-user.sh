@@ -14,9 +14,12 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+# LVU_UPSTREAM_CONF: another pin (the harness self-tests use one); its
+# SHA256SUMS lies beside it.
+conf="${LVU_UPSTREAM_CONF:-$top/tests/interop/libvfio-user-upstream.conf}"
 # shellcheck source=../tests/interop/libvfio-user-upstream.conf
-. "$top/tests/interop/libvfio-user-upstream.conf"
-sums="$top/tests/interop/libvfio-user-upstream.SHA256SUMS"
+. "$conf"
+sums="${conf%.conf}.SHA256SUMS"
 url="${LVU_UPSTREAM_URL_OVERRIDE:-$LVU_UPSTREAM_URL}"
 fallback="${LVU_FALLBACK_DIR:-$top/../shared/libvfio-user}"
 timeout_s="${LVU_FETCH_TIMEOUT:-60}"
@@ -82,4 +85,4 @@ fi
 mv "$dir/tar.tmp/$LVU_UPSTREAM_TARDIR" "$src"
 rm -rf "$dir/tar.tmp"
 echo "$commit tarball" > "$stamp"
-echo "fetch-libvfio-user: fallback copy checked against tests/interop/libvfio-user-upstream.SHA256SUMS"
+echo "fetch-libvfio-user: fallback copy checked against $sums"
