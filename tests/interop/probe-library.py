@@ -160,7 +160,8 @@ def probes(c, guest, lib):
                 (0x13, 'none', 'unknown bit', EINVAL, EINVAL),
                 # the legacy library checks the bits first; current
                 # libvfio-user tries to mmap() the fd
-                (0x7, 'proc-mem', 'mmap bit', EINVAL, ENODEV)):
+                (0x7, 'proc-mem', 'mmap bit', EINVAL, ENODEV),
+                (0xB, 'proc-mem', 'file-io bit', EINVAL, 0)):
             want = up_err if up else legacy_err
             out.append(('DMA_MAP flags %#x (%s) with %s fd: %s'
                         % (flags, why, 'no' if fd_kind == 'none' else
