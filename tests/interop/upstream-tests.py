@@ -75,10 +75,11 @@ class Backend:
 
     def __init__(self, name, own_fd=None, shared=False, writable=False,
                  file_offset=0, blksize=4 * KiB, backend_id='mem',
-                 huge=False):
+                 huge=False, readonly=False):
         self.name, self.own_fd, self.shared = name, own_fd, shared
         self.writable, self.file_offset = writable, file_offset
         self.blksize, self.backend_id, self.huge = blksize, backend_id, huge
+        self.readonly = readonly
 
     def args(self, tmp):
         size = GUEST_MEM
@@ -97,7 +98,15 @@ class Backend:
                 'file-shared', size, workdir=tmp) + ',offset=%d' % FILE_OFFSET,
             'hugetlb memfd': lambda: memory_backend('memfd', size) +
             ',hugetlb=on,hugetlbsize=2M',
+            'file share=on,readonly': lambda: memory_backend(
+                'file-shared', size, workdir=tmp) + ',readonly=on,rom=on',
+            'file share=off,readonly': lambda: memory_backend(
+                'file-private', size, workdir=tmp) + ',readonly=on,rom=on',
         }[self.name]()
+        if self.readonly:
+            # QEMU opens a read-only backend's file, it does not make it
+            with open(self.ram_file(tmp), 'wb') as f:
+                f.truncate(size)
         return m + ['-object', obj]
 
     def ram_file(self, tmp):
@@ -128,6 +137,11 @@ BACKENDS = [
     Backend('file share=off', 'file'),
     Backend('hugetlb memfd', 'memfd', shared=True, blksize=2 * MiB,
             huge=True),
+    # guest RAM the guest cannot write (a ROM image as RAM): the device may
+    # only read it, through a read-only descriptor
+    Backend('file share=on,readonly', 'file', shared=True, writable=True,
+            readonly=True),
+    Backend('file share=off,readonly', 'file', readonly=True),
 ]
 ACCESS = ('auto', 'mmap', 'file-io', 'message')
 
@@ -165,6 +179,11 @@ def dma_maps(s):
     check(pending is None, 'DMA_MAP at 0x%x not registered (the library '
           'refused it)' % (pending or (0,))[0])
     return live
+
+
+def size_name(n):
+    return ('%d KiB' % (n // KiB) if n < MAX_XFER else
+            'max_data_xfer_size' if n == MAX_XFER else '2 x max + 4 KiB')
 
 
 def region_at(maps, addr):
@@ -227,11 +246,16 @@ class Config:
 
     # ---- DMA_MAP ----
 
+    def ram_flags(self):
+        """The DMA_MAP flags promised for guest RAM."""
+        return ((R if self.backend.readonly else R | W) |
+                MODE_BITS[self.mode])
+
     def ram_maps(self, sections=RAM_SECTIONS):
         """Guest RAM: the flags, fd kind and offset the docs promise."""
         maps = self.maps = dma_maps(self.s)
         b = self.backend
-        want_flags = R | W | MODE_BITS[self.mode]
+        want_flags = self.ram_flags()
         for iova in sections:
             check(iova in maps, 'no DMA_MAP for guest RAM at 0x%x (got %s)'
                   % (iova, sorted(hex(i) for i in maps)))
@@ -250,8 +274,9 @@ class Config:
                 check(offset == 0, '%s: offset 0x%x without fd'
                       % (what, offset))
                 continue
-            check(f['acc'] == 'rw', '%s: fd opened %s, guest RAM is '
-                  'writeable' % (what, f['acc']))
+            want_acc = 'ro' if b.readonly else 'rw'
+            check(f['acc'] == want_acc, '%s: fd opened %s, expected %s'
+                  % (what, f['acc'], want_acc))
             if self.fd_kind == 'proc-mem':
                 want = '/proc/%d/mem' % self.s.qemu.p.pid
                 check(f['fd-path'] == want, '%s: fd is %s, expected QEMU\'s '
@@ -368,6 +393,35 @@ class Config:
         self.path(s.last, method, True, addr, length)
         self.verify(addr, data, 'from-guest round trip')
 
+    def from_rom(self, method, length, addr=XFER_ADDR):
+        """Read-only guest RAM: the test changes the file behind it, the
+        device reads it."""
+        s = self.s
+        data = os.urandom(length)
+        with open(self.backend.ram_file(self.tmp), 'r+b') as f:
+            os.pwrite(f.fileno(), data, self.backend.file_offset + addr)
+        check(s.qt.memread(addr, length) == data, 'QEMU does not see the '
+              'bytes written to its read-only backend file')
+        st, err, crc = s.command(OP_FROM_GUEST, method, addr, length)
+        check(st == ST_DONE, 'from-guest failed in the server: errno %d (%s)'
+              % (err, os.strerror(err)))
+        self.path(s.last, method, False, addr, length)
+        check(crc == zlib.crc32(data), 'server read different bytes (crc '
+              '0x%08x, want 0x%08x)' % (crc, zlib.crc32(data)))
+
+    def to_rom(self, method):
+        """A device write into read-only guest RAM is refused inside the
+        library (EACCES), before any message or pwrite."""
+        s, addr = self.s, XFER_ADDR
+        before = s.qt.memread(addr, 4 * KiB)
+        st, err, _ = s.command(OP_TO_GUEST, method, addr, 4 * KiB)
+        f = fields(s.last)
+        check(st != ST_DONE and err == 13 and f['msgs'] == '0' and
+              f['pwrites'] == '0', 'write into read-only guest RAM: %s'
+              % s.last)
+        check(s.qt.memread(addr, 4 * KiB) == before,
+              'read-only guest RAM changed')
+
     def verify(self, addr, expected, what):
         got = self.s.qt.memread(addr, len(expected) + GUARD)
         body, tail = got[:len(expected)], got[len(expected):]
@@ -415,25 +469,32 @@ class Config:
         fd = self.fd_kind or 'no'
         table = [
             ('guest RAM: flags 0x%x, %s fd, offset as documented'
-             % (R | W | MODE_BITS[self.mode], fd), self.ram_maps),
+             % (self.ram_flags(), fd), self.ram_maps),
             ('ROM by messages; every DMA_MAP accepted, well-formed',
              self.other_maps),
         ]
         for method, mname in ((METHOD_DIRECT, 'direct'), (METHOD_MSG, 'msg')):
             path = self.mode if method == METHOD_DIRECT else 'msg'
+            if self.backend.readonly:
+                table += [('%s from-guest %s via %s' % (mname, size_name(n),
+                                                        path),
+                           lambda m=method, n=n: self.from_rom(m, n))
+                          for n in SIZES]
+                table.append(('%s to-guest refused (EACCES), nothing sent'
+                              % mname, lambda m=method: self.to_rom(m)))
+                continue
             for i, n in enumerate(SIZES):
-                size = ('%d KiB' % (n // KiB) if n < MAX_XFER else
-                        'max_data_xfer_size' if n == MAX_XFER else
-                        '2 x max + 4 KiB')
+                size = size_name(n)
                 table += [
                     ('%s to-guest %s via %s' % (mname, size, path),
                      lambda m=method, n=n, i=i: self.to_guest(m, n, 0x100 + i)),
                     ('%s from-guest %s via %s' % (mname, size, path),
                      lambda m=method, n=n: self.from_guest(m, n)),
                 ]
-        table.append(('firmware makes 0xc0000-0xfffff RAM: regions replaced '
-                      'without overlap, 8 KiB across the old boundary both '
-                      'ways', self.remap))
+        if not self.backend.readonly:
+            table.append(('firmware makes 0xc0000-0xfffff RAM: regions '
+                          'replaced without overlap, 8 KiB across the old '
+                          'boundary both ways', self.remap))
         return ([seq.case('%s: QEMU and server start' % name, self.start,
                           breaks=True)] +
                 [seq.case('%s: %s' % (name, what), fn) for what, fn in table] +
