@@ -223,7 +223,7 @@ static void describe_fd(int fd, char *out, size_t n)
 
 static void dma_register(vfu_ctx_t *ctx, vfu_dma_info_t *info)
 {
-    char fdesc[400];
+    char fdesc[400], offs[24] = "?";
     off_t offset;
     int mode, fd;
     bool ok = region_view(info, &mode, &fd, &offset);
@@ -237,13 +237,20 @@ static void dma_register(vfu_ctx_t *ctx, vfu_dma_info_t *info)
             break;
         }
     }
-    describe_fd(ok ? fd : -1, fdesc, sizeof(fdesc));
+    if (LVU_UPSTREAM) {
+        describe_fd(ok ? fd : -1, fdesc, sizeof(fdesc));
+    } else {
+        /* the legacy library's record is not read: fd and offset unknown */
+        snprintf(fdesc, sizeof(fdesc), "kind=unknown");
+    }
+    if (LVU_UPSTREAM && ok) {
+        snprintf(offs, sizeof(offs), "0x%llx", (unsigned long long)offset);
+    }
     printf("dma-map iova=0x%" PRIxPTR " size=0x%zx mapped=%d prot=0x%x "
-           "mode=%s offset=0x%llx page=0x%zx fd-%s\n",
+           "mode=%s offset=%s page=0x%zx fd-%s\n",
            (uintptr_t)info->iova.iov_base, info->iova.iov_len,
            info->vaddr != NULL, info->prot, ok ? mode_names[mode] : "?",
-           ok ? (unsigned long long)offset : 0ull,
-           info->vaddr ? info->page_size : 0, fdesc);
+           offs, info->vaddr ? info->page_size : 0, fdesc);
 }
 
 static void dma_unregister(vfu_ctx_t *ctx, vfu_dma_info_t *info)
