@@ -61,7 +61,7 @@ def server_pattern(seed, n):
     return struct.pack('<%dI' % len(words), *words)[:n]
 
 
-# ---- the server with QEMU as its client --------------------------------------
+# ---- the server with QEMU as its client -------------------------------------
 
 GUEST_MEM = 64 * MiB
 SLOT = 4                    # PCI slot of the device on bus 0

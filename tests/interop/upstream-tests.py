@@ -199,7 +199,8 @@ class Config:
     QEMU, and the cases that check them."""
 
     def __init__(self, args, tmp, backend, access, huge):
-        self.args, self.tmp, self.backend, self.access = args, tmp, backend, access
+        self.args, self.tmp = args, tmp
+        self.backend, self.access = backend, access
         self.mode, self.fd_kind = backend.expect(access)
         self.name = '%s, dma-access=%s' % (backend.name, access)
         self.huge = huge
@@ -487,7 +488,8 @@ class Config:
                 size = size_name(n)
                 table += [
                     ('%s to-guest %s via %s' % (mname, size, path),
-                     lambda m=method, n=n, i=i: self.to_guest(m, n, 0x100 + i)),
+                     lambda m=method, n=n, i=i:
+                     self.to_guest(m, n, 0x100 + i)),
                     ('%s from-guest %s via %s' % (mname, size, path),
                      lambda m=method, n=n: self.from_guest(m, n)),
                 ]
