@@ -871,6 +871,8 @@ class Session:
             return self.cases
         except Failure as f:
             f.cases = self.cases
+            if f.kind == 'hang' and self.proc.poll() is None:
+                f.evidence += backtrace(self.proc.pid)
             if f.kind in ('crash', 'hang'):
                 self.drain_stderr(2)
                 if self.sanitized or any(SANITIZER_RE.search(ln)
@@ -1006,6 +1008,17 @@ class Session:
             self.qtest(['readb 0x0'], 'probing after a dribbled request')
 
 
+def backtrace(pid):
+    """Where a hung QEMU's main thread is, if gdb is installed."""
+    try:
+        out = subprocess.run(['gdb', '-p', str(pid), '-batch', '-ex',
+                              'bt 8'], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [ln for ln in out.splitlines() if re.match(r'#\d+ ', ln)]
+
+
 def sanitizer_excerpt(lines, n=14):
     """The first lines of a sanitizer report (with its top frames), else
     the last lines of stderr."""
@@ -1015,10 +1028,33 @@ def sanitizer_excerpt(lines, n=14):
     return lines[-6:]
 
 
+def signature(f):
+    """What tells one failure from another: the sanitizer's message and
+    top frame, else the failure text without numbers."""
+    ev = f['evidence']
+    for i, ln in enumerate(ev):
+        m = re.search(r'runtime error: .*|ERROR: \w+Sanitizer: [\w-]+', ln)
+        if m:
+            frames = [re.sub(r'^\s*#0 0x[0-9a-f]+ ', '', x) for x in ev[i:]
+                      if re.match(r'\s*#0 ', x)]
+            return '%s @ %s' % (re.sub(r'0x[0-9a-f]+', 'N', m.group(0)),
+                                frames[0] if frames else '?')
+    text = re.sub(r'0x[0-9a-f]+|\d+', 'N', f['text'])
+    if f['kind'] == 'log' and ev:
+        text += ' (most: %s)' % re.sub(r'^\s*\d+x ', '', ev[0])[:120]
+    if f['kind'] == 'hang':
+        frames = [re.sub(r'^#\d+\s+(0x[0-9a-f]+ in )?', '', x)
+                  for x in ev if re.match(r'#\d+ ', x)]
+        text += ' @ ' + (' < '.join(re.sub(r' \(.*', '', x)
+                                    for x in frames[:3]) or '?')
+    return text
+
+
 def summarize_lines(lines):
     seen = {}
     for ln in lines:
-        key = re.sub(r'0x[0-9a-f]+|\d+', 'N', ln)
+        key = re.sub(r'0x[0-9a-f]+|\d+', 'N',
+                     re.sub(r'/\S*vfio-user-fuzz-[^/]+/', '', ln))
         seen[key] = seen.get(key, 0) + 1
     return ['%5dx %s' % (n, k[:160]) for k, n in
             sorted(seen.items(), key=lambda kv: -kv[1])[:6]]
@@ -1027,9 +1063,23 @@ def summarize_lines(lines):
 # ---- a shard: sessions index, index + jobs, ... -------------------------
 
 def reproducer(opts, seed, session, cases):
-    return ('%s %s --qemu %s --seed %d --session %d --session-cases %d'
-            % (sys.executable, os.path.relpath(os.path.abspath(__file__)),
-               os.path.relpath(opts.qemu), seed, session, cases))
+    """The command that replays one session: this run's options, but
+    only that session and only up to the failing case."""
+    keep, skip = [], False
+    for a in opts.argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split('=')[0]
+        if name in ('--seed', '--session', '--session-cases', '--cases',
+                    '--max-time', '--jobs', '--qemu', '--shard'):
+            skip = '=' not in a
+            continue
+        keep.append(a)
+    return ' '.join(['python3', os.path.relpath(os.path.abspath(__file__)),
+                     '--qemu', os.path.relpath(opts.qemu)] + keep +
+                    ['--seed %d --session %d --session-cases %d'
+                     % (seed, session, cases)])
 
 
 def run_shard(opts, shard, jobs, seed, target, deadline, out):
@@ -1105,6 +1155,7 @@ def main():
                     help='count the milliseconds each kind of case takes')
     opts = ap.parse_args()
     opts.qemu = os.path.abspath(opts.qemu)
+    opts.argv = sys.argv[1:]
 
     if opts.shard:
         shard, jobs, seed, target, stop_at, out = opts.shard.split(',')
@@ -1170,10 +1221,16 @@ def main():
         if not mine:
             print('ok %d - %s: no failure in %d cases' % (n, kind, cases))
             continue
-        print('not ok %d - %s: %d failing session(s)' % (n, kind, len(mine)))
-        for f in mine[:3]:
-            print('# session %d case %d: %s' % (f['session'], f['case'],
-                                                f['text']))
+        groups = {}
+        for f in mine:
+            groups.setdefault(signature(f), []).append(f)
+        print('not ok %d - %s: %d failing session(s), %d distinct'
+              % (n, kind, len(mine), len(groups)))
+        for sig, fs in sorted(groups.items(), key=lambda g: -len(g[1]))[:6]:
+            f = min(fs, key=lambda f: f['case'])
+            print('# %dx %s' % (len(fs), sig))
+            print('#   first: session %d case %d: %s' % (f['session'],
+                                                        f['case'], f['text']))
             for ln in f['evidence']:
                 print('#   ' + ln[:300])
             print('# reproduce: ' + f['reproduce'])
