@@ -31,6 +31,7 @@ A case fails the run when QEMU:
   rss        grows by more than --max-rss-growth MiB after realize
   log        prints more than --max-log-lines lines per QEMU (one
              misbehaving server)
+  fuzzer     (this script failed: a bug here, reported with its traceback)
 
 Each session (one QEMU) depends only on --seed and its index, so
 `--seed N --session K --session-cases C` replays it; every failure is
@@ -53,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
@@ -67,7 +69,7 @@ from vfioserver import (Conn, Device, default_config, pack_msg,  # noqa: E402
                         REGION_WRITE_MULTI, COMMAND_NAMES, REGION_R,
                         REGION_W, REGION_MMAP)
 
-CHECKS = ['crash', 'sanitizer', 'hang', 'fds', 'rss', 'log']
+CHECKS = ['crash', 'sanitizer', 'hang', 'fds', 'rss', 'log', 'fuzzer']
 SANITIZER_RE = re.compile(r'ERROR: AddressSanitizer|ERROR: LeakSanitizer|'
                           r'runtime error:|UndefinedBehaviorSanitizer|'
                           r'AddressSanitizer:DEADLYSIGNAL')
@@ -902,9 +904,15 @@ class Session:
                 f.evidence += backtrace(self.proc.pid)
             if f.kind in ('crash', 'hang'):
                 self.drain_stderr(2)
-                if self.sanitized or any(SANITIZER_RE.search(ln)
-                                         for ln in self.stderr):
+                report = [ln for ln in self.stderr if SANITIZER_RE.search(ln)]
+                # a memory error or undefined behaviour; a signal or an
+                # abort (which ASan reports too, with its stack) is a crash
+                if any(re.search(r'runtime error:|ERROR: \w+Sanitizer: '
+                                 r'(?!ABRT|SEGV|BUS|FPE|ILL)', ln)
+                       for ln in report):
                     f.kind = 'sanitizer'
+                elif report:
+                    f.kind = 'crash'
                 f.evidence += sanitizer_excerpt(self.stderr)
             raise
 
@@ -1062,8 +1070,9 @@ def signature(f):
     for i, ln in enumerate(ev):
         m = re.search(r'runtime error: .*|ERROR: \w+Sanitizer: [\w-]+', ln)
         if m:
-            frames = [re.sub(r'^\s*#0 0x[0-9a-f]+ ', '', x) for x in ev[i:]
-                      if re.match(r'\s*#0 ', x)]
+            # the first frame in QEMU's own code (not libc's abort)
+            frames = [re.sub(r'^\s*#\d+ 0x[0-9a-f]+ ', '', x) for x in ev[i:]
+                      if re.match(r'\s*#\d+ ', x) and 'qemu/src/' in x]
             return '%s @ %s' % (re.sub(r'0x[0-9a-f]+', 'N', m.group(0)),
                                 frames[0] if frames else '?')
     text = re.sub(r'0x[0-9a-f]+|\d+', 'N', f['text'])
@@ -1131,6 +1140,15 @@ def run_shard(opts, shard, jobs, seed, target, deadline, out):
                 print('# FAIL %s (session %d, case %d): %s'
                       % (f.kind, index, f.cases, f.text), file=sys.stderr,
                       flush=True)
+            except Exception as e:    # the fuzzer's own bug: say so, go on
+                stats['cases'] += s.cases
+                stats['failures'].append({
+                    'kind': 'fuzzer', 'text': '%s: %s' % (type(e).__name__, e),
+                    'session': index, 'case': s.cases,
+                    'evidence': traceback.format_exc().splitlines()[-8:],
+                    'reproduce': reproducer(opts, seed, index, s.cases + 1),
+                })
+                traceback.print_exc()
             finally:
                 s.close()
                 if opts.verbose:

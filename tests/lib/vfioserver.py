@@ -151,8 +151,9 @@ class Conn:
 
 
 def version_payload(caps, major=0, minor=0, nul=True):
-    """VERSION payload: caps is a dict (sent as JSON) or bytes/str as is."""
-    if isinstance(caps, dict):
+    """VERSION payload: caps is str or bytes (sent as is) or anything else
+    JSON can hold (sent as JSON)."""
+    if not isinstance(caps, (str, bytes)):
         caps = json.dumps(caps)
     if isinstance(caps, str):
         caps = caps.encode()
