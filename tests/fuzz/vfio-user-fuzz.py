@@ -426,6 +426,11 @@ class Session:
                     self._unwatch(self.qt_listen)
                     self._watch(self.qt, 'qt')
 
+    def idle(self, seconds):
+        """Serve whatever comes for a while."""
+        end = time.monotonic() + seconds
+        self.pump(lambda: time.monotonic() >= end, seconds + 1, 'idling')
+
     stderr_eof = False
 
     def read_stderr(self):
@@ -772,11 +777,7 @@ class Session:
             rss_ok = rss <= self.base_rss + self.opts.max_rss_growth * 1024
             if (fd_ok and rss_ok) or attempt == 3:
                 break
-            try:
-                self.pump(lambda: False, 0.1 * (attempt + 1), 'settling')
-            except Failure as f:
-                if f.kind != 'hang':
-                    raise
+            self.idle(0.1 * (attempt + 1))
             if not self.breaking:
                 self.qtest(['readb 0x0'], 'probing before counting fds')
         if not fd_ok:
@@ -952,12 +953,22 @@ class Session:
         elif kind == 'special':
             self.special(rng)
         else:
-            what = rng.choice(['garbage', 'close', 'bad-type', 'stop-reading'])
+            what = rng.choice(['garbage', 'close', 'bad-type', 'stop-reading',
+                               'close-unread'])
             self.log('break: %s' % what)
+            self.case_key = 'break-' + what
             if what == 'garbage':
                 self.send(bytes(rng.getrandbits(8) for _ in range(16)))
             elif what == 'close':
                 self.hang_up()
+            elif what == 'close-unread':
+                # hang up with a request of the client's unread: its next
+                # read fails (ECONNRESET) instead of seeing the end
+                self.paused = True
+                self.qtest(['writel 0x%x 0x1' % BAR0_ADDR], 'writing BAR0')
+                self.idle(0.02)
+                self.hang_up()
+                self.qtest(['readb 0x0'], 'probing after a hang-up')
             elif what == 'bad-type':
                 self.send(pack_msg(1, DMA_READ, 2 + rng.randrange(14),
                                    bytes(16)))
