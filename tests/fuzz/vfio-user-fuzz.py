@@ -222,12 +222,15 @@ def make_device(rng, corpus, profile):
         what = rng.randrange(6)
         if what == 0:
             dev.config = mutate_config(rng, dev.config)
-        elif what == 1:     # region sizes and flags
+        elif what == 1:     # region sizes and flags, maybe an fd to map
+            dev.mmap_fds = rng.random() < 0.5
             idx = rng.choice([0, 0, 1, 2, 5, 6, 7, 8, rng.randrange(16)])
             dev.regions[idx] = [rng.choice([0, REGION_R, REGION_R | REGION_W,
                                             REGION_R | REGION_W | REGION_MMAP,
                                             rng.getrandbits(32)]),
-                                interesting(rng, 64)]
+                                interesting(rng, 64) if rng.random() < 0.5
+                                else 1 << rng.choice([12, 12, 13, 16, 20, 24,
+                                                      31, 32, 40])]
         elif what == 2:     # irq counts and flags
             idx = rng.randrange(5)
             dev.irqs[idx] = (rng.choice([0, 1, 0xf, rng.getrandbits(32)]),

@@ -207,6 +207,7 @@ class Device:
             'capabilities': {'max_msg_fds': 8,
                              'max_data_xfer_size': 1 << 20}}
         self.client_max_xfer = 1 << 20
+        self.mmap_fds = False       # send an fd with mmap-able regions
         self.maps = {}              # iova -> size (live DMA_MAPs)
 
     def _rw_target(self, region):
@@ -241,8 +242,15 @@ class Device:
             if index >= self.info['num_regions']:
                 return b'', errno.EINVAL, ()
             flags, size = self.regions.get(index, (0, 0))
+            fds = ()
+            if flags & REGION_MMAP and self.mmap_fds:
+                # the region's memory, for the client to map (a file
+                # shorter than the region, if the region is huge)
+                fd = os.memfd_create('region%d' % index, os.MFD_CLOEXEC)
+                os.ftruncate(fd, min(size, 1 << 20))
+                fds = (fd,)
             return struct.pack('<IIIIQQ', 32, flags, index, 0, size, 0), \
-                0, ()
+                0, fds
         if m.cmd == DEVICE_GET_IRQ_INFO:
             if len(p) < 12:
                 return b'', errno.EINVAL, ()
