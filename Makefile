@@ -29,6 +29,11 @@ SERVER := $(PROJECT_BUILD)/server/vfio-user-dma-server
 GUEST_DIR := $(BUILD)/guest
 LVU_PREFIX := $(BUILD)/libvfio-user
 INTEROP_SERVER := $(PROJECT_BUILD)/tests/interop/lvu-interop-server
+LVU_UPSTREAM_SRC := $(BUILD)/download/libvfio-user-upstream
+LVU_UPSTREAM_PREFIX := $(BUILD)/libvfio-user-upstream
+INTEROP_SERVER_UPSTREAM := $(PROJECT_BUILD)/tests/interop/lvu-interop-server-upstream
+PROJECT_OPTIONS := -Dlibvfio_user_prefix=$(LVU_PREFIX) \
+	-Dlibvfio_user_upstream_prefix=$(LVU_UPSTREAM_PREFIX)
 
 # Options of `make run`.
 MEMORY ?= memfd
@@ -42,7 +47,8 @@ export CCACHE_NOHASHDIR := 1
 export BUILD_DIR := $(BUILD)
 
 .PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline qemu-asan check-fuzz \
-        qemu-with-tests qemu-qtests project libvfio-user guest run check check-quick \
+        qemu-with-tests qemu-qtests project libvfio-user libvfio-user-upstream \
+        guest run check check-quick \
         check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
         check-guest check-interop check-harness check-fresh export-series bench clean distclean
 
@@ -106,10 +112,21 @@ qemu-asan: qemu-src
 libvfio-user: qemu-src
 	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
 
-project: deps libvfio-user
+# Current libvfio-user at the commit tests/interop/libvfio-user-upstream.conf
+# pins: from its repository, else from ../shared/libvfio-user (a warning).
+libvfio-user-upstream: deps
+	@scripts/fetch-libvfio-user.sh $(LVU_UPSTREAM_SRC)
+	@tests/interop/build-libvfio-user.sh $(LVU_UPSTREAM_SRC)/src $(LVU_UPSTREAM_PREFIX)
+
+# A build directory made with other options (an older checkout) is
+# reconfigured rather than used as it is.
+project: deps libvfio-user libvfio-user-upstream
 	@if [ ! -f $(PROJECT_BUILD)/build.ninja ]; then \
-		meson setup -Dlibvfio_user_prefix=$(LVU_PREFIX) $(PROJECT_BUILD) $(TOP) >/dev/null; \
+		meson setup $(PROJECT_OPTIONS) $(PROJECT_BUILD) $(TOP) >/dev/null; \
+	elif [ "$$(cat $(PROJECT_BUILD)/.options 2>/dev/null)" != "$(PROJECT_OPTIONS)" ]; then \
+		meson configure $(PROJECT_OPTIONS) $(PROJECT_BUILD) >/dev/null; \
 	fi
+	@echo "$(PROJECT_OPTIONS)" > $(PROJECT_BUILD)/.options
 	@ninja -C $(PROJECT_BUILD) >/dev/null
 
 guest: deps-check project
@@ -138,9 +155,16 @@ SUITES_QUICK = \
 	"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
 	"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+	$(INTEROP_UPSTREAM_SUITES) \
 	"bench-smoke=$(BENCH_SMOKE)" \
 	$(FUZZ_SUITE) \
 	$(QEMU_QTEST_SUITE)
+
+# Current libvfio-user: what it accepts (raw client), and QEMU against it for
+# every memory backend x dma-access value (about 45 s on 2 cores).
+INTEROP_UPSTREAM_SUITES = \
+	"interop-upstream-probe@120=$(PYTHON) tests/interop/probe-library.py --library upstream --server $(INTEROP_SERVER_UPSTREAM)" \
+	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)"
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
@@ -195,7 +219,8 @@ check-guest: deps-check qemu project guest
 check-interop: deps-check qemu project
 	@$(PYTHON) scripts/run-tests.py \
 		"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
-		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)"
+		"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
+		$(INTEROP_UPSTREAM_SUITES)
 
 check-harness:
 	@$(PYTHON) scripts/run-tests.py "harness=tests/harness/harness-tests.sh"
@@ -216,4 +241,5 @@ distclean:
 	@if [ -d $(QEMU_TREE)/.git ] && [ -n "$$(git -C $(QEMU_TREE) -c safe.directory='*' status --porcelain --untracked-files=no)" ]; then \
 		echo "distclean: $(QEMU_TREE) has uncommitted changes; export or discard them first" >&2; exit 1; fi
 	rm -rf $(BUILD)/qemu $(BUILD)/qemu-asan $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
-		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/bench $(BUILD)/bench-smoke
+		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/libvfio-user-upstream \
+		$(BUILD)/bench $(BUILD)/bench-smoke

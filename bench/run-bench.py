@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
 import dmaengine as de  # noqa: E402
 import dmaserver  # noqa: E402
 from procs import TestFailure, check  # noqa: E402
-from qemu import Qemu, memory_backend, vfio_user_device  # noqa: E402
+from qemu import Qemu, machine_memory, memory_backend, vfio_user_device  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZES = [4 * KiB, 64 * KiB, 1 * MiB]
@@ -46,23 +46,15 @@ BENCH_RE = (r'^bench dir=(?P<dir>\w+) len=(?P<len>\d+) (?:failed: (?P<err>.*)|'
             r'message_bytes=(?P<message>\d+))$')
 
 
-def mem_ram(size, mid='mem'):
-    return memory_backend('ram', size, mid)
-
-
-def mem_memfd(size, mid='mem'):
-    return memory_backend('memfd', size, mid)
-
-
 # name, label, backend, dma-access (None: property not set), server mode
 MODES = [
-    ('mmap', 'mmap (memfd, auto)', mem_memfd, 'auto', 'mmap'),
-    ('file-io-fd', 'file I/O, RAM fd (memfd)', mem_memfd, 'file-io', 'file-io'),
-    ('file-io-procmem', 'file I/O, /proc/self/mem (ram)', mem_ram, 'file-io',
+    ('mmap', 'mmap (memfd, auto)', 'memfd', 'auto', 'mmap'),
+    ('file-io-fd', 'file I/O, RAM fd (memfd)', 'memfd', 'file-io', 'file-io'),
+    ('file-io-procmem', 'file I/O, /proc/self/mem (ram)', 'ram', 'file-io',
      'file-io'),
-    ('message', 'message (ram, auto)', mem_ram, 'auto', 'message'),
+    ('message', 'message (ram, auto)', 'ram', 'auto', 'message'),
 ]
-BASELINE = ('baseline', 'baseline: QEMU 10.2.2, message (ram)', mem_ram,
+BASELINE = ('baseline', 'baseline: QEMU 10.2.2, message (ram)', 'ram',
             None, 'message')
 
 
@@ -179,9 +171,7 @@ def run_mode(args, mode, tmp, log, known_broken=None):
 
     cases = [(ln, d) for ln in SIZES for d in ('read', 'write')]
     try:
-        s.start_qemu(['-machine', 'pc,memory-backend=mem',
-                      '-m', '%dM' % (GUEST_MEM // MiB),
-                      '-object', backend(GUEST_MEM)],
+        s.start_qemu(machine_memory(backend, GUEST_MEM),
                      dev=s.device(dma_access))
         s.setup_pci()
         for base in (AREA_READ, AREA_WRITE):
@@ -303,11 +293,11 @@ def realize_median(args, qemu, mem_args, dma_access):
 
 SCALE_CONFIGS = [
     # qemu, label, backend, dma-access
-    ('patched', 'mmap', mem_memfd, 'auto'),
-    ('patched', 'file-io (/proc/self/mem)', mem_ram, 'file-io'),
-    ('patched', 'message', mem_ram, 'auto'),
-    ('baseline', 'mmap (fd without bits)', mem_memfd, None),
-    ('baseline', 'message', mem_ram, None),
+    ('patched', 'mmap', 'memfd', 'auto'),
+    ('patched', 'file-io (/proc/self/mem)', 'ram', 'file-io'),
+    ('patched', 'message', 'ram', 'auto'),
+    ('baseline', 'mmap (fd without bits)', 'memfd', None),
+    ('baseline', 'message', 'ram', None),
 ]
 
 
@@ -316,10 +306,8 @@ def scale_rows(args, log):
     for which, label, backend, dma_access in SCALE_CONFIGS:
         qemu = args.qemu if which == 'patched' else args.baseline_qemu
         for ram in (256 * MiB, 1 * GiB, 4 * GiB, 16 * GiB):
-            maps, ms = realize_median(args, qemu,
-                                      ['-machine', 'pc,memory-backend=mem',
-                                       '-m', '%dM' % (ram // MiB),
-                                       '-object', backend(ram)], dma_access)
+            maps, ms = realize_median(args, qemu, machine_memory(backend, ram),
+                                      dma_access)
             rows.append({'kind': 'scale-ram', 'qemu': which, 'config': label,
                          'ram': ram, 'dimms': 0, 'dma_maps': maps,
                          'realize_ms': ms})
@@ -331,9 +319,9 @@ def scale_rows(args, log):
                    '-m', '%dM,slots=%d,maxmem=%dM'
                    % (GUEST_MEM // MiB, dimms,
                       (GUEST_MEM + dimms * dimm) // MiB),
-                   '-object', backend(GUEST_MEM)]
+                   '-object', memory_backend(backend, GUEST_MEM)]
             for i in range(dimms):
-                mem += ['-object', backend(dimm, 'dimm%d' % i),
+                mem += ['-object', memory_backend(backend, dimm, 'dimm%d' % i),
                         '-device', 'pc-dimm,memdev=dimm%d' % i]
             maps, ms = realize_median(args, qemu, mem, dma_access)
             rows.append({'kind': 'scale-sections', 'qemu': which,
@@ -365,12 +353,6 @@ def round_ratios(rows, a, b, direction, size):
     if not ra or not rb or not ra.get('gbps') or not rb.get('gbps'):
         return None
     return sorted(x / y for x, y in zip(ra['rounds_gbps'], rb['rounds_gbps']))
-
-
-def ratio(rows, a, b, direction, size):
-    """The median of the per-round ratios."""
-    pairs = round_ratios(rows, a, b, direction, size)
-    return pairs[(len(pairs) - 1) // 2] if pairs else None
 
 
 def targets(rows):
@@ -511,20 +493,6 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def find_memcpy(args):
-    """The meson-built program, else build it here with the system cc."""
-    if args.memcpy:
-        return args.memcpy
-    built = os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(args.server))), 'bench', 'memcpy-bench')
-    if os.access(built, os.X_OK):
-        return built
-    out = os.path.join(args.out, 'memcpy-bench')
-    subprocess.run(['cc', '-O2', '-g', '-D_GNU_SOURCE', '-I', os.path.join(HERE, '..', 'include'), '-o', out,
-                    os.path.join(HERE, 'memcpy-bench.c')], check=True)
-    return out
-
-
 def smoke(args, modes, log):
     """Each mode once, as a TAP case: every transfer is still checked."""
     import tap
@@ -550,8 +518,8 @@ def main():
     ap.add_argument('--baseline-qemu', required=True)
     ap.add_argument('--server', required=True)
     ap.add_argument('--out', required=True)
-    ap.add_argument('--memcpy', help='memcpy-bench program (default: next '
-                    'to the server build, else compiled into --out)')
+    ap.add_argument('--memcpy', help='memcpy-bench program (default: the '
+                    "one built next to the server's directory)")
     ap.add_argument('--case-time', type=float, default=0.25,
                     help='seconds of timed transfers per case (default 0.25)')
     ap.add_argument('--rounds', type=int, default=5,
@@ -569,7 +537,9 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.case_time, args.no_scale = 1, 0.02, True
-    for p in (args.qemu, args.baseline_qemu, args.server):
+    args.memcpy = args.memcpy or os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(args.server))), 'bench', 'memcpy-bench')
+    for p in (args.qemu, args.baseline_qemu, args.server, args.memcpy):
         if not os.access(p, os.X_OK):
             ap.error('not an executable: %s' % p)
     if not 1 <= args.rounds <= 20:
@@ -584,7 +554,6 @@ def main():
             ap.error('unknown mode(s): %s' % ', '.join(sorted(unknown)))
         modes = [m for m in modes if m[0] in names]
     os.makedirs(args.out, exist_ok=True)
-    args.memcpy = find_memcpy(args)
 
     def log(msg):
         print(msg, flush=True)

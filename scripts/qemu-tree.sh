@@ -59,6 +59,16 @@ placeholders() {
     done
 }
 
+# A fresh repository with the whole tree as one commit.  That commit
+# leaves enough loose objects to start an automatic repack of all of QEMU
+# in the background: not wanted in the middle of a build.
+commit_tree() {
+    g init -q
+    g config gc.auto 0
+    g add -A -f .
+    g -c user.name="$ident_name" -c user.email="$ident_email" commit -q -m "$1"
+}
+
 create_base() {
     local user_src=${1:-}
     [ -e "$tree" ] && die "$tree exists already"
@@ -77,14 +87,7 @@ create_base() {
         else
             mkdir -p "$tree"
             tar -C "$user_src" --exclude=./build -cf - . | tar -C "$tree" --no-same-owner -xf -
-            g init -q
-        # One commit of the whole tree leaves enough loose objects to start
-        # an automatic repack of all of QEMU in the background: not wanted
-        # in the middle of a build.
-        g config gc.auto 0
-            g add -A -f .
-            g -c user.name="$ident_name" -c user.email="$ident_email" \
-                commit -q -m "QEMU $(cat "$user_src/VERSION") from $user_src"
+            commit_tree "QEMU $(cat "$user_src/VERSION") from $user_src"
         fi
     else
         local dl="$build_dir/download"
@@ -96,14 +99,7 @@ create_base() {
         tar -C "$tmp" --no-same-owner -xf "$dl/$QEMU_ORIG_TARBALL"
         mv "$tmp"/qemu-* "$tree"
         rmdir "$tmp"
-        g init -q
-        # One commit of the whole tree leaves enough loose objects to start
-        # an automatic repack of all of QEMU in the background: not wanted
-        # in the middle of a build.
-        g config gc.auto 0
-        g add -A -f .
-        g -c user.name="$ident_name" -c user.email="$ident_email" \
-            commit -q -m "QEMU $QEMU_UPSTREAM_VERSION (Debian $QEMU_ORIG_TARBALL)"
+        commit_tree "QEMU $QEMU_UPSTREAM_VERSION (Debian $QEMU_ORIG_TARBALL)"
     fi
     g tag -f base >/dev/null
     g config user.name "$ident_name"

@@ -35,10 +35,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "lib"))
 import dmaserver  # noqa: E402
 import procs  # noqa: E402
-from qemu import memory_backend, vfio_user_device  # noqa: E402
+from qemu import machine_memory, vfio_user_device  # noqa: E402
 
 MEMORY_ID = "guestram"      # backend id; error messages must name it
-RAM_SIZE = "256M"
+RAM_SIZE = 256 << 20
 # Physically contiguous DMA memory for dmatest: kept from the guest kernel
 # with memmap=, so it must lie inside RAM_SIZE.
 DMA_PHYS = 0x8000000
@@ -94,11 +94,6 @@ class FileServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def memory_args(kind, workdir):
-    obj = memory_backend(kind, int(RAM_SIZE[:-1]) << 20, MEMORY_ID, workdir)
-    return ["-object", obj, "-machine", f"memory-backend={MEMORY_ID}"]
 
 
 def kvm_works(qemu, guest_dir):
@@ -190,8 +185,8 @@ def run(args, workdir):
                                          ["--legacy"] if args.legacy else [])
         except procs.TestFailure as e:
             raise RuntimeError(f"server did not start: {e}")
-        qemu_cmd = ([args.qemu, "-accel", args.accel] + memory_args(args.memory, workdir) +
-                    ["-m", RAM_SIZE, "-nographic", "-no-reboot"] + nic +
+        qemu_cmd = ([args.qemu, "-accel", args.accel, "-nographic", "-no-reboot"] +
+                    machine_memory(args.memory, RAM_SIZE, workdir, MEMORY_ID) + nic +
                     ["-kernel", os.path.join(args.guest_dir, "vmlinuz"),
                      "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
                      "-append", append, "-device",

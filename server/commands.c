@@ -276,8 +276,8 @@ static int handle_region_rw(struct vu_msg *m, bool write, uint8_t **reply,
         if (m->len != sizeof(req) + (size_t)req.count) {
             return EINVAL;
         }
-        int err = dev_region_write(req.region, req.offset, m->data + sizeof(req),
-                                   req.count);
+        int err = dev_region_rw(req.region, req.offset, m->data + sizeof(req),
+                                req.count, true);
         if (err) {
             return err;
         }
@@ -293,7 +293,7 @@ static int handle_region_rw(struct vu_msg *m, bool write, uint8_t **reply,
         return ENOMEM;
     }
     memcpy(buf, &req, sizeof(req));
-    int err = dev_region_read(req.region, req.offset, buf + sizeof(req), req.count);
+    int err = dev_region_rw(req.region, req.offset, buf + sizeof(req), req.count, false);
     if (err) {
         free(buf);
         return err;

@@ -324,26 +324,11 @@ static int bar0_rw(uint64_t off, uint8_t *buf, uint32_t count, bool write)
     return 0;
 }
 
-int dev_region_read(unsigned index, uint64_t off, void *buf, uint32_t count)
+int dev_region_rw(unsigned index, uint64_t off, uint8_t *buf, uint32_t count,
+                  bool write)
 {
-    if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
-        return config_rw(off, buf, count, false);
-    }
-    if (index == VFIO_PCI_BAR0_REGION_INDEX) {
-        return bar0_rw(off, buf, count, false);
-    }
-    return EINVAL;
-}
-
-int dev_region_write(unsigned index, uint64_t off, const void *buf, uint32_t count)
-{
-    if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
-        return config_rw(off, (uint8_t *)buf, count, true);
-    }
-    if (index == VFIO_PCI_BAR0_REGION_INDEX) {
-        return bar0_rw(off, (uint8_t *)buf, count, true);
-    }
-    return EINVAL;
+    return index == VFIO_PCI_CONFIG_REGION_INDEX ? config_rw(off, buf, count, write) :
+           index == VFIO_PCI_BAR0_REGION_INDEX ? bar0_rw(off, buf, count, write) : EINVAL;
 }
 
 /* ---- the engine ---- */
@@ -414,6 +399,11 @@ static int run_command(struct conn *c, uint32_t op)
         return bench_run(c, true, d.dst, d.buf + d.src, len, d.bench_iters);
     }
     return EINVAL;
+}
+
+bool dev_has_pending(void)
+{
+    return d.pending != 0;
 }
 
 void dev_run_pending(struct conn *c)

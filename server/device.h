@@ -16,10 +16,9 @@ void dev_reset(void);
 
 /* Regions (VFIO_PCI_*_REGION_INDEX): size 0 for the ones it does not have. */
 uint64_t dev_region_size(unsigned index);
-/* 0 or a positive errno */
-int dev_region_read(unsigned index, uint64_t off, void *buf, uint32_t count);
-int dev_region_write(unsigned index, uint64_t off, const void *buf,
-                     uint32_t count);
+/* Read count bytes at off into buf, or write them from buf: 0 or an errno. */
+int dev_region_rw(unsigned index, uint64_t off, uint8_t *buf, uint32_t count,
+                  bool write);
 
 /* Interrupts (VFIO_PCI_*_IRQ_INDEX): vectors of an index (0 or 1). */
 unsigned dev_irq_count(unsigned index);
@@ -31,8 +30,9 @@ void dev_irq_trigger(unsigned index);
 int dev_irq_mask(unsigned index, bool mask);
 void dev_close_irqs(void);
 
-/* Run a command queued by a doorbell write, if any.  Called outside
- * request handling: its DMA may need the client's help. */
+/* A doorbell write queued a command; dev_run_pending runs it, as the
+ * connection's task (transport.h): its DMA may wait for the client. */
+bool dev_has_pending(void);
 void dev_run_pending(struct conn *c);
 
 struct dev_counters {

@@ -83,7 +83,7 @@ int msg_dma(struct conn *c, uint64_t iova, uint8_t *buf, uint64_t len,
     }
     msg_free(&reply);
     if (err) {
-        conn_protocol_error(c);
+        c->broken = true;       /* the client answered wrongly */
     }
     return err;
 }

@@ -1,6 +1,6 @@
 /*
  * vfio-user transport (transport.h): framing, fds, replies, and calls to
- * the client that serve the client's own requests while they wait.
+ * the client, whose replies the main loop hands back to the waiting task.
  */
 #include <errno.h>
 #include <poll.h>
@@ -265,51 +265,52 @@ int conn_call(struct conn *c, uint16_t cmd, const void *payload, size_t len,
         c->dead = true;
         return err;
     }
-    for (;;) {
-        struct vu_msg m;
-
-        err = recv_msg(c, &m, VU_PEER_TIMEOUT_MS);
-        if (err == ETIMEDOUT) {
-            fprintf(log_file, "error: no reply to command %u id %u within %d ms\n",
-                    cmd, h.id, VU_PEER_TIMEOUT_MS);
-            return ETIMEDOUT;
-        }
-        if (err) {
-            c->dead = true;
-            c->broken = err != ECONNRESET;
-            return err;
-        }
-        if ((m.hdr.flags & VU_FLAG_TYPE_MASK) == VU_FLAG_REPLY && m.hdr.id == h.id) {
-            msg_close_fds(&m);
-            if (m.hdr.command != cmd) {
-                fprintf(log_file, "error: reply to id %u is for command %u, not %u\n",
-                        h.id, m.hdr.command, cmd);
-                msg_free(&m);
-                c->dead = c->broken = true;
-                return EPROTO;
-            }
-            if (m.hdr.flags & VU_FLAG_ERROR) {
-                err = m.hdr.error ? (int)m.hdr.error : EIO;
-                msg_free(&m);
-                return err;
-            }
-            *reply = m;
-            return 0;
-        }
-        /* The client may need our answer before it can answer us (its vCPU
-         * can wait on a register read while holding its big lock), so serve
-         * requests that arrive meanwhile. */
-        c->depth++;
-        c->serve(c, &m);
-        c->depth--;
-        msg_free(&m);
-        if (c->dead) {
-            return ECONNRESET;
-        }
-    }
+    c->waiting = true;
+    c->call_id = h.id;
+    c->call_cmd = cmd;
+    c->call_deadline = now_ms() + VU_PEER_TIMEOUT_MS;
+    /* The client may need our answer before it can answer us (its vCPU can
+     * wait on a register read while holding its big lock): the main loop
+     * serves its requests until conn_take_reply has our reply. */
+    swapcontext(&c->task_ctx, &c->loop_ctx);
+    *reply = c->call_reply;
+    return c->call_err;
 }
 
-void conn_protocol_error(struct conn *c)
+int conn_wait_ms(const struct conn *c)
 {
-    c->broken = true;
+    long long left = c->call_deadline - now_ms();
+
+    return !c->waiting ? -1 : left > 0 ? (int)left : 0;
+}
+
+bool conn_take_reply(struct conn *c, struct vu_msg *m, int err)
+{
+    if (!c->waiting || (!err && ((m->hdr.flags & VU_FLAG_TYPE_MASK) != VU_FLAG_REPLY ||
+                                 m->hdr.id != c->call_id))) {
+        return false;       /* no call in flight, or a request to serve */
+    }
+    c->waiting = false;
+    memset(&c->call_reply, 0, sizeof(c->call_reply));
+    if (err == ETIMEDOUT) {
+        fprintf(log_file, "error: no reply to command %u id %u within %d ms\n",
+                c->call_cmd, c->call_id, VU_PEER_TIMEOUT_MS);
+    } else if (err) {
+        c->dead = true;
+        c->broken |= err != ECONNRESET;
+    } else if (m->hdr.command != c->call_cmd) {
+        fprintf(log_file, "error: reply to id %u is for command %u, not %u\n",
+                c->call_id, m->hdr.command, c->call_cmd);
+        msg_free(m);
+        c->dead = c->broken = true;
+        err = EPROTO;
+    } else if (m->hdr.flags & VU_FLAG_ERROR) {
+        err = m->hdr.error ? (int)m->hdr.error : EIO;
+        msg_free(m);
+    } else {
+        msg_close_fds(m);
+        c->call_reply = *m;
+    }
+    c->call_err = err;
+    return true;
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <signal.h>
 #include <stdint.h>
+#include <ucontext.h>
 
 /* Message header (little-endian; x86-64 only, so plain structs). */
 struct vu_hdr {
@@ -44,19 +45,25 @@ struct vu_msg {
     int nfds;
 };
 
-struct conn;
-
-/* Serves one client request that arrives while the server waits for the
- * reply to its own request (see conn_call); set by whoever owns the loop. */
-typedef void conn_serve_fn(struct conn *c, struct vu_msg *m);
-
+/*
+ * One client connection.  Its device task (a command that moves data
+ * through DMA_READ/DMA_WRITE) runs on a stack of its own: conn_call sends
+ * the request and switches back to loop_ctx, the main loop, which stays
+ * the only reader of the socket; the main loop switches to task_ctx again
+ * once conn_take_reply has the answer (docs/server.md, "Source layout").
+ */
 struct conn {
     int sock;
     bool dead;              /* protocol broken or peer gone: stop serving */
     bool broken;            /* the client violated the protocol */
     uint16_t next_id;
-    int depth;              /* nesting of request handling inside a call */
-    conn_serve_fn *serve;
+    ucontext_t loop_ctx, task_ctx;
+    /* The task's request in flight, and how it ended. */
+    bool waiting;
+    uint16_t call_id, call_cmd;
+    long long call_deadline;    /* CLOCK_MONOTONIC ms */
+    int call_err;
+    struct vu_msg call_reply;
     /* Set by VERSION: the client's max_data_xfer_size. */
     bool negotiated;
     uint64_t peer_max_xfer;
@@ -82,15 +89,20 @@ void send_reply(struct conn *c, const struct vu_msg *req, int err,
                 const void *payload, size_t len);
 
 /*
- * Send a server->client request and wait for its reply; client requests
- * arriving meanwhile are passed to c->serve.  Returns 0 and fills *reply
- * (caller frees it with msg_free), or a positive errno.
+ * From the task: send a server->client request, let the main loop run
+ * until the reply is there or VU_PEER_TIMEOUT_MS have passed, and return 0
+ * with *reply filled (free it with msg_free), or a positive errno.
  */
 int conn_call(struct conn *c, uint16_t cmd, const void *payload, size_t len,
               struct vu_msg *reply);
-
-/* The client answered in a way the protocol does not allow. */
-void conn_protocol_error(struct conn *c);
+/* For the main loop: how long recv_msg may wait (-1: no call in flight). */
+int conn_wait_ms(const struct conn *c);
+/*
+ * For the main loop, after recv_msg returned err (0: m holds a message):
+ * true if that ends the task's call (its reply, a timeout, a broken
+ * connection), which then owns m; the main loop must resume the task.
+ */
+bool conn_take_reply(struct conn *c, struct vu_msg *m, int err);
 
 void msg_close_fds(struct vu_msg *m);
 void msg_free(struct vu_msg *m);

@@ -9,8 +9,8 @@
  *   regions.c               DMA region table, mmap and file I/O access
  *   msgdma.c, memguard.c    message DMA; memcpy that survives SIGBUS
  *   transport.c             framing, fds, calls to the client
- * Requests that arrive while the server waits for the client's reply are
- * handed back up through conn->serve, set here.
+ * The main loop alone reads the socket and serves requests; a device
+ * command runs as a task that it suspends and resumes (run_task).
  *
  * One client at a time; the server exits when that client goes away.
  */
@@ -29,6 +29,32 @@
 #include "log.h"
 #include "regions.h"
 #include "transport.h"
+
+static struct conn c = { .sock = -1, .next_id = 1, .peer_max_xfer = VU_OUR_MAX_XFER };
+static bool task_running;
+
+static void task_main(void)
+{
+    dev_run_pending(&c);
+    task_running = false;   /* and back to c.loop_ctx */
+}
+
+/* Start the device's queued command as the task, or resume the task after
+ * conn_take_reply; returns when it has finished or waits for a reply. */
+static void run_task(void)
+{
+    static char stack[256 * 1024];
+
+    if (!task_running) {
+        getcontext(&c.task_ctx);
+        c.task_ctx.uc_stack.ss_sp = stack;
+        c.task_ctx.uc_stack.ss_size = sizeof(stack);
+        c.task_ctx.uc_link = &c.loop_ctx;
+        makecontext(&c.task_ctx, task_main, 0);
+        task_running = true;
+    }
+    swapcontext(&c.loop_ctx, &c.task_ctx);
+}
 
 static void on_signal(int sig)
 {
@@ -129,8 +155,6 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *sock_path = NULL, *stats_path = NULL, *log_path = NULL;
-    struct conn c = { .sock = -1, .next_id = 1, .peer_max_xfer = VU_OUR_MAX_XFER,
-                      .serve = dispatch };
     struct sigaction sa = { .sa_handler = on_signal };
     int opt, lfd, status = 0;
 
@@ -182,8 +206,20 @@ int main(int argc, char **argv)
 
     while (!c.dead && !conn_stop_requested) {
         struct vu_msg m;
-        int err = recv_msg(&c, &m, -1);
+        int err, wait = conn_wait_ms(&c);
 
+        /* A doorbell write queued a command: run it now that its write has
+         * been answered, so the client is free to serve our DMA requests. */
+        if (!task_running && dev_has_pending()) {
+            run_task();
+            continue;
+        }
+        /* A client that keeps sending requests does not stretch the wait. */
+        err = wait == 0 ? ETIMEDOUT : recv_msg(&c, &m, wait);
+        if (conn_take_reply(&c, &m, err)) {
+            run_task();
+            continue;
+        }
         if (err) {
             if (err != ECONNRESET && err != EINTR) {
                 fprintf(log_file, "error: connection: %s\n", strerror(err));
@@ -193,9 +229,10 @@ int main(int argc, char **argv)
         }
         dispatch(&c, &m);
         msg_free(&m);
-        /* A doorbell write queued a command: run it now that its write has
-         * been answered, so the client is free to serve our DMA requests. */
-        dev_run_pending(&c);
+    }
+    /* A task still waiting for the client learns that it has gone. */
+    if (conn_take_reply(&c, NULL, ECONNRESET)) {
+        run_task();
     }
     if (c.broken) {
         status = 1;     /* tell whoever runs us that the client misbehaved */

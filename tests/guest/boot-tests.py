@@ -148,10 +148,9 @@ def problems_of(info, expect):
                         f"{net['during_dma']} during DMA), host served {net['served']}")
         problems += [f"guest: {l}" for l in net["errors"][:2]]
     if not info["pass"]:
-        server_errors = [l for l in info["server_log"].splitlines() if l.startswith("error:")]
         problems.append(f"run failed: qemu_rc={info['qemu_rc']} server_rc={info['server_rc']} "
                         f"timed_out={info['timed_out']} result={info['result']}")
-        problems += [f"server: {l}" for l in server_errors[:2]]
+        problems += [f"server: {l}" for l in info["server_errors"][:2]]
         problems += [f"guest: {l}" for l in info["guest_failures"][:2]]
         problems += [f"qemu: {l}" for l in info["qemu_err"].strip().splitlines()[-2:]]
     if info["dma_region_mode"] != expect:

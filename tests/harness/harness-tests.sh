@@ -103,8 +103,9 @@ check "every patch is signed off by the project" \
     bash -c "cd '$real' && for p in \$(cat series); do grep -q '^Signed-off-by: vfio-user client project <' \"\$p\" || exit 1; done"
 
 # --- the server's layers ------------------------------------------------------
-# Each file may include only headers of the layers below it (and its own):
-# no call back into the layer above, no cycle.
+# Each file may include only headers of the layers below it (and its own),
+# and no file declares a function pointer, through which a lower layer
+# could call back up at run time: no cycle, static or dynamic.
 server_layers() {
     python3 - "$top/server" <<'PY'
 import os, re, sys
@@ -119,14 +120,53 @@ for f in sorted(os.listdir(sys.argv[1])):
     if base not in layer:
         bad.append("%s: not in the list of layers" % f)
         continue
-    for inc in re.findall(r'^#include "([\w-]+)\.h"', open(os.path.join(sys.argv[1], f)).read(), re.M):
+    text = open(os.path.join(sys.argv[1], f)).read()
+    for inc in re.findall(r'^#include "([\w-]+)\.h"', text, re.M):
         if inc in layer and inc != base and layer[inc] <= layer[base]:
             bad.append("%s includes %s.h, a layer above or beside it" % (f, inc))
+    for fp in re.findall(r'^.*(?:\(\s*\*\s*\w+\s*\)\s*\(|typedef\s[^;{]*\w\s*\().*$', text, re.M):
+        bad.append("%s declares a function pointer: %s" % (f, fp.strip()))
 print("\n".join(bad))
 sys.exit(1 if bad else 0)
 PY
 }
 check "server: every file includes only the layers below it" server_layers
+
+# --- fetching current libvfio-user -------------------------------------------
+# A stand-in for the library: a git repository and a `git archive` tarball of
+# it, pinned by a conf of their own.
+lvu=$tmp/lvu
+mkdir -p "$lvu/repo/include" "$lvu/shared"
+echo "/* stand-in */" > "$lvu/repo/include/libvfio-user.h"
+G "$lvu/repo" init -q
+G "$lvu/repo" add -A
+G "$lvu/repo" -c user.name=t -c user.email=t@t commit -q -m lvu
+lvu_commit=$(G "$lvu/repo" rev-parse HEAD)
+G "$lvu/repo" archive --prefix=lvu-stand-in/ -o "$lvu/shared/lvu.tar.gz" HEAD
+lvu_conf() {  # COMMIT: a conf pinning COMMIT, with the tarball's sums
+    printf 'LVU_UPSTREAM_URL=%s\nLVU_UPSTREAM_COMMIT=%s\nLVU_UPSTREAM_TARBALL=lvu.tar.gz\nLVU_UPSTREAM_TARDIR=lvu-stand-in\n' \
+        "$lvu/repo" "$1" > "$lvu/pin.conf"
+    (cd "$lvu/shared" && sha256sum lvu.tar.gz) > "$lvu/pin.SHA256SUMS"
+}
+fetch_lvu() {  # DIR [FALLBACK_DIR]
+    LVU_UPSTREAM_CONF=$lvu/pin.conf LVU_FALLBACK_DIR=${2:-$lvu/shared} \
+        LVU_FETCH_TIMEOUT=20 "$top/scripts/fetch-libvfio-user.sh" "$1"
+}
+lvu_conf "$lvu_commit"
+check "fetch-libvfio-user: the pinned commit comes from its repository" fetch_lvu "$lvu/a"
+check "... checked out at that commit, no warning" bash -c \
+    "test \"\$(git -C '$lvu/a/src' rev-parse HEAD)\" = '$lvu_commit' && grep -qx '$lvu_commit git' '$lvu/a/src.fetched' && ! grep -q WARNING '$tmp/out'"
+check "a second fetch is a no-op" bash -c "LVU_UPSTREAM_CONF='$lvu/pin.conf' '$top/scripts/fetch-libvfio-user.sh' '$lvu/a' | grep -q 'already in'"
+lvu_conf 0123456789abcdef0123456789abcdef01234567
+check "a repository without the pinned commit: the fallback copy" fetch_lvu "$lvu/b"
+cp "$tmp/out" "$lvu/b.out"
+check "... with a WARNING" grep -q "WARNING: could not get libvfio-user" "$lvu/b.out"
+check "... unpacked from the tarball" bash -c \
+    "test -f '$lvu/b/src/include/libvfio-user.h' && grep -q ' tarball\$' '$lvu/b/src.fetched'"
+echo "tampered" >> "$lvu/shared/lvu.tar.gz"
+check_fails "a fallback tarball whose sha256 differs is refused" fetch_lvu "$lvu/c"
+check "the refusal says sha256 mismatch" grep -q "sha256 mismatch" "$tmp/last"
+check_fails "no repository and no fallback copy: fails" fetch_lvu "$lvu/d" "$lvu/none"
 
 # --- the result counting ------------------------------------------------------
 rt() { python3 "$top/scripts/run-tests.py" "$@"; }

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Build the libvfio-user copy that ships inside QEMU's source tree
-# (subprojects/libvfio-user) and install only the shared library and its
-# headers into a private prefix.  The interop server links against it.
+# Build a libvfio-user source tree, the copy that ships inside QEMU's source
+# tree (subprojects/libvfio-user) or current libvfio-user
+# (scripts/fetch-libvfio-user.sh), and install only the shared library and
+# its headers into a private prefix.  The interop servers link against them.
 #
 # usage: build-libvfio-user.sh SRC_DIR OUT_DIR
 #   SRC_DIR  the libvfio-user source (e.g. QEMU_SRC/subprojects/libvfio-user)

@@ -1,13 +1,28 @@
 /*
- * Interop server: a minimal PCI device built on libvfio-user (the copy
- * bundled with QEMU, which predates the DMA access-mode bits).  A test drives
- * it through BAR0 registers and asks it to move data between guest memory and
- * a private buffer, either with vfio-user DMA messages (vfu_sgl_read/write)
- * or through the library's own mapping of the client's fd
- * (vfu_sgl_get/put).  Every DMA region event and every transfer result is
- * printed on stdout, one line each, so the test can synchronise on them.
+ * Interop server: a minimal PCI device built on libvfio-user.  It builds
+ * against either library version the interop suites use: the copy bundled
+ * with QEMU, which predates the DMA access-mode bits ("legacy"), and current
+ * libvfio-user, which implements them ("upstream"; recognised by its
+ * VFU_SGL_DIRECT_ACCESS flag).  A test drives it through BAR0 registers and
+ * asks it to move data between guest memory and a private buffer:
  *
- * usage: lvu-interop-server SOCKET_PATH [IDLE_TIMEOUT_SECONDS]
+ *   method 0 (msg)     vfu_sgl_read/write without flags: DMA messages
+ *   method 1 (map)     vfu_sgl_get/put and memcpy on the library's mapping
+ *   method 2 (direct)  vfu_sgl_read/write with VFU_SGL_DIRECT_ACCESS: the
+ *                      library picks the path from the region's access mode
+ *                      (upstream only; EOPNOTSUPP on the legacy library)
+ *
+ * Every DMA region event and every transfer result is printed on stdout, one
+ * line each, so the test can synchronise on them.  A transfer's line also
+ * says how the library sees the region (mode, and whether vfu_sg_is_mappable)
+ * and which path moved the bytes: the DMA messages the library sent, its
+ * pread()/pwrite() calls (lvu-paths.c counts both); neither means memcpy on
+ * the mapping.  A region's line gives the library's access mode, the kind of
+ * fd it keeps (memfd, file, proc-mem for /proc/PID/mem), its access (ro, rw)
+ * and the file offset.  With -d the library logs at debug level, which
+ * includes the flags and offset of every DMA_MAP it receives.
+ *
+ * usage: lvu-interop-server [-d] SOCKET_PATH [IDLE_TIMEOUT_SECONDS]
  *
  * BAR0 (4 KiB, 32-bit registers):
  *   0x00 ADDR_LO   0x04 ADDR_HI   guest address of the transfer
@@ -24,6 +39,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -34,12 +50,21 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <vfio-user/libvfio-user.h>
+
+#include "lvu-paths.h"
+
+#ifdef VFU_SGL_DIRECT_ACCESS
+#define LVU_UPSTREAM 1
+#else
+#define LVU_UPSTREAM 0
+#endif
 
 #define BAR0_SIZE       4096
 #define BUF_SIZE        (4u << 20)  /* room for transfers above 1 MiB */
@@ -49,7 +74,7 @@ enum { REG_ADDR_LO = 0x00, REG_ADDR_HI = 0x04, REG_LEN = 0x08,
        REG_ERRNO = 0x18, REG_CRC = 0x1c, REG_SEQ = 0x20 };
 
 enum { OP_PATTERN = 1, OP_TO_GUEST = 2, OP_FROM_GUEST = 3 };
-enum { METHOD_MSG = 0, METHOD_MAP = 1 };
+enum { METHOD_MSG = 0, METHOD_MAP = 1, METHOD_DIRECT = 2 };
 enum { ST_IDLE = 0, ST_PENDING = 1, ST_DONE = 2, ST_FAILED = 3 };
 
 struct dev {
@@ -61,6 +86,28 @@ struct dev {
     uint8_t *buf;
     dma_sg_t *sg;
 };
+
+/*
+ * The library's own record of a DMA region, as far as this server reads it.
+ * Upstream libvfio-user (at the commit the harness pins) hands the DMA
+ * callbacks a pointer to the vfu_dma_info_t that opens its per-region record,
+ * followed by the region's access mode (0 messages, 1 mmap, 2 file I/O), the
+ * fd it keeps and the file offset from DMA_MAP.  region_view() checks the
+ * values against what the public API says before they are believed.
+ */
+struct lib_region {
+    vfu_dma_info_t info;
+    int access_mode;
+    int fd;
+    off_t offset;
+};
+
+#define MAX_REGIONS 64
+static struct {
+    uintptr_t iova;
+    size_t len;
+    const vfu_dma_info_t *info;
+} regions[MAX_REGIONS];
 
 static uint32_t crc_table[256];
 
@@ -111,19 +158,146 @@ static void log_cb(vfu_ctx_t *ctx, int level, const char *msg)
     printf("lib: level=%d %s\n", level, msg);
 }
 
+static const char *const mode_names[] = { "msg", "mmap", "file-io" };
+
+/*
+ * The library's access mode, fd and offset for a region; false (mode "?")
+ * if the record does not look like one.  The legacy library only knows
+ * messages and mmap, told apart by the mapping.
+ */
+static bool region_view(const vfu_dma_info_t *info, int *mode, int *fd,
+                        off_t *offset)
+{
+#if LVU_UPSTREAM
+    const struct lib_region *r = (const struct lib_region *)info;
+
+    *mode = r->access_mode;
+    *fd = r->fd;
+    *offset = r->offset;
+    return (*mode == 0 || *mode == 1 || *mode == 2) &&
+           (*mode == 1) == (info->vaddr != NULL) &&
+           (*mode == 0) == (*fd == -1) &&
+           (*fd == -1 || fcntl(*fd, F_GETFD) >= 0);
+#else
+    *mode = info->vaddr != NULL;
+    *fd = -1;
+    *offset = 0;
+    return true;
+#endif
+}
+
+/* "kind=K acc=A blksize=N path=P" of an fd (P last: it may hold spaces) */
+static void describe_fd(int fd, char *out, size_t n)
+{
+    char link[64], path[256] = "?";
+    const char *kind = "other", *acc = "?";
+    struct stat st = { 0 };
+    ssize_t len;
+    int fl;
+    unsigned pid;
+    char tail;
+
+    if (fd < 0) {
+        snprintf(out, n, "kind=none");
+        return;
+    }
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    len = readlink(link, path, sizeof(path) - 1);
+    path[len > 0 ? len : 0] = 0;
+    fstat(fd, &st);
+    fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) {
+        acc = (fl & O_ACCMODE) == O_RDONLY ? "ro" :
+              (fl & O_ACCMODE) == O_WRONLY ? "wo" : "rw";
+    }
+    if (!strncmp(path, "/memfd:", 7)) {
+        kind = "memfd";
+    } else if (sscanf(path, "/proc/%u/mem%c", &pid, &tail) == 1) {
+        kind = "proc-mem";
+    } else if (S_ISREG(st.st_mode)) {
+        kind = "file";
+    }
+    snprintf(out, n, "kind=%s acc=%s blksize=%ld path=%s", kind, acc,
+             (long)st.st_blksize, path);
+}
+
 static void dma_register(vfu_ctx_t *ctx, vfu_dma_info_t *info)
 {
+    char fdesc[400], offs[24] = "?";
+    off_t offset;
+    int mode, fd;
+    bool ok = region_view(info, &mode, &fd, &offset);
+
     (void)ctx;
-    printf("dma-map iova=0x%" PRIxPTR " size=0x%zx mapped=%d prot=0x%x\n",
+    for (int i = 0; i < MAX_REGIONS; i++) {
+        if (!regions[i].info) {
+            regions[i].iova = (uintptr_t)info->iova.iov_base;
+            regions[i].len = info->iova.iov_len;
+            regions[i].info = info;
+            break;
+        }
+    }
+    if (LVU_UPSTREAM) {
+        describe_fd(ok ? fd : -1, fdesc, sizeof(fdesc));
+    } else {
+        /* the legacy library's record is not read: fd and offset unknown */
+        snprintf(fdesc, sizeof(fdesc), "kind=unknown");
+    }
+    if (LVU_UPSTREAM && ok) {
+        snprintf(offs, sizeof(offs), "0x%llx", (unsigned long long)offset);
+    }
+    printf("dma-map iova=0x%" PRIxPTR " size=0x%zx mapped=%d prot=0x%x "
+           "mode=%s offset=%s page=0x%zx fd-%s\n",
            (uintptr_t)info->iova.iov_base, info->iova.iov_len,
-           info->vaddr != NULL, info->prot);
+           info->vaddr != NULL, info->prot, ok ? mode_names[mode] : "?",
+           offs, info->vaddr ? info->page_size : 0, fdesc);
 }
 
 static void dma_unregister(vfu_ctx_t *ctx, vfu_dma_info_t *info)
 {
     (void)ctx;
+    for (int i = 0; i < MAX_REGIONS; i++) {
+        if (regions[i].info == info) {
+            regions[i].info = NULL;
+        }
+    }
     printf("dma-unmap iova=0x%" PRIxPTR " size=0x%zx\n",
            (uintptr_t)info->iova.iov_base, info->iova.iov_len);
+}
+
+/* The library's access mode of the region holding addr, as a name. */
+static const char *mode_at(uint64_t addr)
+{
+    for (int i = 0; i < MAX_REGIONS; i++) {
+        off_t offset;
+        int mode, fd;
+
+        if (regions[i].info && addr >= regions[i].iova &&
+            addr - regions[i].iova < regions[i].len) {
+            return region_view(regions[i].info, &mode, &fd, &offset) ?
+                   mode_names[mode] : "?";
+        }
+    }
+    return "none";
+}
+
+/* vfu_sgl_read/write of either library version */
+static int sgl_rw(vfu_ctx_t *ctx, dma_sg_t *sg, void *buf, bool to_guest,
+                  bool direct)
+{
+#if LVU_UPSTREAM
+    int flags = direct ? VFU_SGL_DIRECT_ACCESS : 0;
+
+    return to_guest ? vfu_sgl_write(ctx, sg, 1, buf, flags)
+                    : vfu_sgl_read(ctx, sg, 1, buf, flags);
+#else
+    if (direct) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    return to_guest ? vfu_sgl_write(ctx, sg, 1, buf)
+                    : vfu_sgl_read(ctx, sg, 1, buf);
+#endif
 }
 
 static ssize_t bar0_access(vfu_ctx_t *ctx, char *buf, size_t count,
@@ -181,13 +355,17 @@ static ssize_t bar0_access(vfu_ctx_t *ctx, char *buf, size_t count,
     return 4;
 }
 
-/* Moves d->len bytes between guest memory at d->addr and d->buf. */
-static int do_dma(struct dev *d, bool to_guest, int method)
+/*
+ * Moves d->len bytes between guest memory at d->addr and d->buf; *mappable
+ * gets what vfu_sg_is_mappable() says of the range (-1: no sg).
+ */
+static int do_dma(struct dev *d, bool to_guest, int method, int *mappable)
 {
     int prot = to_guest ? PROT_WRITE : PROT_READ;
     struct iovec iov;
     int n;
 
+    *mappable = -1;
     errno = 0;
     n = vfu_addr_to_sgl(d->ctx, (vfu_dma_addr_t)(uintptr_t)d->addr, d->len,
                         d->sg, 1, prot);
@@ -198,14 +376,14 @@ static int do_dma(struct dev *d, bool to_guest, int method)
     if (n < 0) {
         return errno ? errno : EINVAL;
     }
-    if (method == METHOD_MSG) {
+    *mappable = vfu_sg_is_mappable(d->ctx, d->sg);
+    if (method == METHOD_MSG || method == METHOD_DIRECT) {
         /*
-         * This library version sends the first request at the start of the
+         * The legacy library sends the first request at the start of the
          * DMA region, whatever d->addr says (docs/interop-libvfio-user.md);
-         * the tests only use region starts on this path.
+         * the tests only use region starts on that path.
          */
-        n = to_guest ? vfu_sgl_write(d->ctx, d->sg, 1, d->buf)
-                     : vfu_sgl_read(d->ctx, d->sg, 1, d->buf);
+        n = sgl_rw(d->ctx, d->sg, d->buf, to_guest, method == METHOD_DIRECT);
         return n < 0 ? errno : 0;
     }
     /* fails with EFAULT when the client gave no fd for this region */
@@ -232,17 +410,21 @@ static void run_command(struct dev *d)
         [OP_PATTERN] = "pattern", [OP_TO_GUEST] = "to-guest",
         [OP_FROM_GUEST] = "from-guest",
     };
-    int err = 0;
+    static const char *const method_names[] = {
+        [METHOD_MSG] = "msg", [METHOD_MAP] = "map", [METHOD_DIRECT] = "direct",
+    };
+    int err = 0, mappable = -1;
+    bool valid_method = method >= METHOD_MSG && method <= METHOD_DIRECT;
 
-    if (op < OP_PATTERN || op > OP_FROM_GUEST ||
-        (method != METHOD_MSG && method != METHOD_MAP)) {
+    lvu_paths_reset();
+    if (op < OP_PATTERN || op > OP_FROM_GUEST || !valid_method) {
         err = EINVAL;
     } else if (d->len == 0 || d->len > BUF_SIZE) {
         err = EINVAL;
     } else if (op == OP_PATTERN) {
         fill_pattern(d->buf, d->len, d->seed);
     } else {
-        err = do_dma(d, op == OP_TO_GUEST, method);
+        err = do_dma(d, op == OP_TO_GUEST, method, &mappable);
     }
     d->err = err;
     d->lost = err == ENOTCONN;
@@ -251,10 +433,18 @@ static void run_command(struct dev *d)
     d->seq++;
     d->pending = false;
     printf("xfer seq=%" PRIu32 " op=%s method=%s addr=0x%" PRIx64
-           " len=%" PRIu32 " status=%s errno=%d crc=0x%08" PRIx32 "\n",
+           " len=%" PRIu32 " mode=%s mappable=%d msgs=%" PRIu64
+           " msg-bytes=%" PRIu64 " msg-max=%" PRIu64 " msg-bad=%" PRIu64
+           " preads=%" PRIu64 " pwrites=%" PRIu64 " io-bytes=%" PRIu64
+           " io-fd=%d io-pos=0x%" PRIx64 " status=%s errno=%d crc=0x%08"
+           PRIx32 "\n",
            d->seq, op >= OP_PATTERN && op <= OP_FROM_GUEST ? op_names[op]
                                                           : "invalid",
-           method == METHOD_MAP ? "map" : "msg", d->addr, d->len,
+           valid_method ? method_names[method] : "invalid", d->addr, d->len,
+           op == OP_PATTERN ? "none" : mode_at(d->addr), mappable,
+           lvu_paths.msgs, lvu_paths.msg_bytes, lvu_paths.msg_max,
+           lvu_paths.msg_bad, lvu_paths.preads, lvu_paths.pwrites,
+           lvu_paths.io_bytes, lvu_paths.io_fd, (uint64_t)lvu_paths.io_pos,
            err ? "fail" : "ok", err, d->crc);
 }
 
@@ -288,7 +478,7 @@ static bool wait_readable(struct dev *d, double idle_s)
     }
 }
 
-static int setup(struct dev *d, const char *path)
+static int setup(struct dev *d, const char *path, int log_level)
 {
     d->ctx = vfu_create_ctx(VFU_TRANS_SOCK, path, LIBVFIO_USER_FLAG_ATTACH_NB,
                             d, VFU_DEV_TYPE_PCI);
@@ -296,7 +486,7 @@ static int setup(struct dev *d, const char *path)
         perror("vfu_create_ctx");
         return -1;
     }
-    if (vfu_setup_log(d->ctx, log_cb, LOG_INFO) < 0 ||
+    if (vfu_setup_log(d->ctx, log_cb, log_level) < 0 ||
         vfu_pci_init(d->ctx, VFU_PCI_TYPE_CONVENTIONAL,
                      PCI_HEADER_TYPE_NORMAL, 0) < 0) {
         perror("vfu setup");
@@ -308,7 +498,12 @@ static int setup(struct dev *d, const char *path)
                          VFU_REGION_FLAG_RW | VFU_REGION_FLAG_MEM,
                          NULL, 0, -1, 0) < 0 ||
         vfu_setup_device_nr_irqs(d->ctx, VFU_DEV_INTX_IRQ, 1) < 0 ||
+#if LVU_UPSTREAM
+        vfu_setup_device_dma(d->ctx, LIBVFIO_USER_MAX_DMA_REGIONS,
+                             dma_register, dma_unregister) < 0 ||
+#else
         vfu_setup_device_dma(d->ctx, dma_register, dma_unregister) < 0 ||
+#endif
         vfu_realize_ctx(d->ctx) < 0) {
         perror("vfu setup");
         return -1;
@@ -320,11 +515,19 @@ int main(int argc, char **argv)
 {
     struct dev d = { 0 };
     double idle_s = 60;
+    int log_level = LOG_INFO;
+    int conn_fd;
+    const char *prog = argv[0];
     int ret = 1;
 
+    if (argc > 1 && !strcmp(argv[1], "-d")) {
+        log_level = LOG_DEBUG;
+        argc--;
+        argv++;
+    }
     if (argc < 2 || argc > 3 || (argc == 3 && (idle_s = atof(argv[2])) <= 0)) {
-        fprintf(stderr, "usage: %s SOCKET_PATH [IDLE_TIMEOUT_SECONDS]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s [-d] SOCKET_PATH [IDLE_TIMEOUT_SECONDS]\n",
+                prog);
         return 2;
     }
     /* die with the test runner rather than linger */
@@ -337,9 +540,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    if (setup(&d, argv[1]) < 0) {
+    if (!lvu_paths_active()) {
+        fprintf(stderr, "the path counters do not see the library's calls\n");
         goto out;
     }
+    if (setup(&d, argv[1], log_level) < 0) {
+        goto out;
+    }
+    printf("library=%s\n", LVU_UPSTREAM ? "upstream" : "legacy");
     printf("ready\n");
 
     for (;;) {
@@ -356,13 +564,19 @@ int main(int argc, char **argv)
         }
     }
     printf("attached\n");
+    conn_fd = vfu_get_poll_fd(d.ctx);
 
     for (;;) {
         if (d.pending) {
             run_command(&d);
             continue;
         }
-        if (d.lost) {
+        /*
+         * The library may reset the connection inside vfu_run_ctx() without
+         * saying so (a reply it could not send); it then polls its listening
+         * socket again.
+         */
+        if (d.lost || vfu_get_poll_fd(d.ctx) != conn_fd) {
             printf("disconnected\n");
             ret = 0;
             goto out;

@@ -11,7 +11,6 @@ usage: qemu-tests.py --qemu QEMU --server SERVER [--only NAME]
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -24,97 +23,26 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import lvu_server  # noqa: E402
 import tap  # noqa: E402
-from lvu_server import (KiB, METHOD_MAP, METHOD_MSG, MiB,  # noqa: E402
-                        OP_FROM_GUEST, OP_PATTERN, OP_TO_GUEST, REG_CRC,
-                        REG_ERRNO, REG_SEQ, REG_STATUS, ST_DONE, ST_FAILED,
-                        server_pattern)
+from lvu_server import (GUEST_MEM, KiB, METHOD_MAP, METHOD_MSG,  # noqa: E402
+                        MiB, OP_FROM_GUEST, OP_PATTERN, OP_TO_GUEST, ST_DONE,
+                        ST_FAILED, server_pattern)
 from procs import TestFailure, check  # noqa: E402
-from qemu import Qemu, machine_memory, vfio_user_device  # noqa: E402
+from qemu import machine_memory  # noqa: E402
 
 MAX_XFER = 1 * MiB          # the max_data_xfer_size QEMU advertises
 
-GUEST_MEM = 64 * MiB
-SLOT = 4                    # PCI slot of the device on bus 0
-BAR0_GPA = 0xE0000000       # inside the PCI hole of a 64 MiB pc machine
-VENDOR_DEVICE = 0x11E51234  # set by the server (vfu_pci_set_id)
-
 EFAULT = 14
-CMD_TIMEOUT = 15            # seconds for any single qtest command or transfer
-START_TIMEOUT = 20
 GUARD = 64                  # bytes checked around every written range
 
 
-class Session:
+class Session(lvu_server.QemuSession):
     """One interop server plus one QEMU connected to it."""
 
     def __init__(self, args):
-        self.args = args
-        self.server = self.vm = self.qemu = self.qt = None
-        self.seq = 0
-        self.attached = False
+        super().__init__(args.qemu, args.server, args.qemu_arg)
 
     def start(self, tmp, memory, dma_access):
-        args = self.args
-        sock_path = os.path.join(tmp, 'vfio-user.sock')
-        self.server = lvu_server.start(args.server, sock_path,
-                                       START_TIMEOUT * 3)
-        self.vm = Qemu(args.qemu, tmp, machine_memory(
-            memory, GUEST_MEM, tmp) + ['-device', json.dumps(vfio_user_device(
-                sock_path, dma_access, SLOT, 'lvu'))] + args.qemu_arg,
-            slot=SLOT, timeout=CMD_TIMEOUT)
-        self.qemu, self.qt = self.vm.proc, self.vm.qt
-        self.server.expect(r'^attached$', START_TIMEOUT, self.qemu)
-        self.attached = True
-        ids = self.qt.cfg_read(0x00)
-        check(ids == VENDOR_DEVICE,
-              'PCI ids 0x%08x, expected 0x%08x' % (ids, VENDOR_DEVICE))
-        self.qt.setup_pci(BAR0_GPA)
-        # a first command orders the output: every dma-map line the server
-        # printed for QEMU's initial maps is in our log once it completes
-        st, err, _ = self.command(OP_PATTERN, METHOD_MSG, 0, 16, 1)
-        check(st == ST_DONE, 'first command failed: errno %d' % err)
-
-    def command(self, op, method, addr, length, seed=0):
-        """Run one server command; returns (status, errno, crc)."""
-        qt = self.qt
-        lvu_server.start_command(lambda r, v: qt.writel(BAR0_GPA + r, v),
-                                 op, method, addr, length, seed)
-        self.seq += 1
-        m = self.server.expect(r'^xfer seq=(\d+) .* errno=(\d+) crc=0x(\w+)$',
-                               CMD_TIMEOUT, self.qemu)
-        check(int(m.group(1)) == self.seq,
-              'server finished command %s, expected %d'
-              % (m.group(1), self.seq))
-        # the registers must agree with what the server printed: this also
-        # exercises REGION_READ after the DMA traffic
-        status = qt.readl(BAR0_GPA + REG_STATUS)
-        err = qt.readl(BAR0_GPA + REG_ERRNO)
-        crc = qt.readl(BAR0_GPA + REG_CRC)
-        seq = qt.readl(BAR0_GPA + REG_SEQ)
-        check(seq == self.seq and err == int(m.group(2)) and
-              crc == int(m.group(3), 16),
-              'registers (seq %d errno %d crc 0x%08x) disagree with the '
-              'server log: %s' % (seq, err, crc, m.group(0)))
-        return status, err, crc
-
-    def dead(self):
-        """True if the pair can no longer run commands."""
-        return (self.qemu.p.poll() is not None or
-                self.server.p.poll() is not None)
-
-    def server_lines(self, regex):
-        return [ln for ln in self.server.log if re.search(regex, ln)]
-
-    def close(self):
-        """Stop QEMU, then expect the server to notice and exit cleanly."""
-        rc_server = None
-        if self.vm:
-            self.vm.close()
-        if self.server:
-            # the server exits by itself on disconnect; force it only if
-            # QEMU never connected to it
-            rc_server = self.server.stop(timeout=10, term=not self.attached)
-        return rc_server
+        super().start(tmp, machine_memory(memory, GUEST_MEM, tmp), dma_access)
 
 
 def region_of(s, addr):
@@ -314,15 +242,10 @@ def config_cases(args, tmp, name, memory, dma_access, make_checks):
     QEMU and one server."""
     s = Session(args)
 
-    def show():
-        for p in (s.server, s.qemu):
-            for ln in (p.log[-30:] if p else []):
-                print('[%s] %s' % (p.name, ln[:300]))
-
     def close():
         rc = s.close()
         check(rc == 0, 'server exit status %s' % rc)
-    seq = tap.Sequence(gone=s.dead, show=show)
+    seq = tap.Sequence(gone=s.dead, show=s.show)
     return ([seq.case('%s: QEMU and server start, device is programmed'
                       % name, lambda: s.start(tmp, memory, dma_access),
                       breaks=True)] +
