@@ -18,6 +18,9 @@ PYTHON := /usr/bin/python3
 QEMU_TREE := $(BUILD)/qemu/src
 QEMU_BUILD := $(BUILD)/qemu/build
 QEMU := $(QEMU_BUILD)/qemu-system-x86_64
+# The same tree built with AddressSanitizer and UBSan, for the fuzzer.
+ASAN_BUILD := $(BUILD)/qemu-asan/build
+ASAN_QEMU := $(ASAN_BUILD)/qemu-system-x86_64
 BASELINE_TREE := $(BUILD)/baseline/src
 BASELINE_BUILD := $(BUILD)/baseline/build
 BASELINE_QEMU := $(BASELINE_BUILD)/qemu-system-x86_64
@@ -43,7 +46,7 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 export BUILD_DIR := $(BUILD)
 
-.PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline \
+.PHONY: all help deps deps-check deps-bench qemu-src qemu qemu-baseline qemu-asan check-fuzz \
         qemu-with-tests qemu-qtests project libvfio-user libvfio-user-upstream \
         guest run check check-quick \
         check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
@@ -59,6 +62,8 @@ help:
 	@echo "  make check-series   apply, checkpatch and build every patch in order"
 	@echo "  make check-quick    make check without check-series"
 	@echo "  make check-qemu-qtest       QEMU's own x86_64 qtests (qemu/qtest-x86_64.conf)"
+	@echo "  make qemu-asan      the patched QEMU with ASan/UBSan (build/qemu-asan/build)"
+	@echo "  make check-fuzz     fuzz the client with a hostile server (FUZZ_ARGS='--seed N ...')"
 	@echo "  make check-qtest-exclusions the excluded ones fail the same way unpatched"
 	@echo "  make bench          benchmarks (build/bench/results.{json,md,png})"
 	@echo "  make run MEMORY=memfd|ram|file-private|file-shared DMA_ACCESS=auto|mmap|file-io|message RUN_ARGS=--legacy"
@@ -97,6 +102,12 @@ qemu-baseline: qemu-src
 	fi
 	@scripts/build-qemu.sh $(BASELINE_TREE) $(BASELINE_BUILD) qemu-system-x86_64
 
+# The patched tree with AddressSanitizer and UBSan (tests/fuzz runs
+# against it); a build directory of its own, the same compiler cache.
+qemu-asan: qemu-src
+	@QEMU_EXTRA_CONFIG="--enable-asan --enable-ubsan" \
+		scripts/build-qemu.sh $(QEMU_TREE) $(ASAN_BUILD) qemu-system-x86_64
+
 # libvfio-user as bundled in the QEMU base (for the interop tests only).
 libvfio-user: qemu-src
 	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
@@ -128,6 +139,11 @@ run: deps-check qemu project guest
 
 QTEST_CONF := qemu/qtest-x86_64.conf
 QTEST_EXCLUDED := $(shell awk '!/^\#/ && $$2 == "exclude" { print "tests/qtest/" $$1 }' $(QTEST_CONF))
+# The hostile-server fuzzer against the sanitizer build: >= 100000 cases
+# in at most 9 minutes, a fresh seed each run (printed); FUZZ_ARGS adds
+# options, e.g. FUZZ_ARGS='--seed 123' to repeat a run.
+FUZZ_ARGS ?=
+FUZZ_SUITE = "fuzz@660=$(PYTHON) tests/fuzz/vfio-user-fuzz.py --qemu $(ASAN_QEMU) $(FUZZ_ARGS)"
 QEMU_QTEST_SUITE = "qemu-qtest=$(PYTHON) scripts/run-qemu-qtests.py $(QEMU_BUILD)"
 FEATURES_SUITE = "qemu-features=$(PYTHON) tests/qemu/features-test.py --qemu $(QEMU)"
 
@@ -141,6 +157,7 @@ SUITES_QUICK = \
 	"interop=$(PYTHON) tests/interop/qemu-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER)" \
 	$(INTEROP_UPSTREAM_SUITES) \
 	"bench-smoke=$(BENCH_SMOKE)" \
+	$(FUZZ_SUITE) \
 	$(QEMU_QTEST_SUITE)
 
 # Current libvfio-user: what it accepts (raw client), and QEMU against it for
@@ -159,10 +176,10 @@ BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qem
 SUITE_BASELINE = \
 	"guest-boot-baseline=$(PYTHON) tests/guest/boot-tests.py --baseline --qemu $(BASELINE_QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)"
 
-check-quick: deps-check qemu-with-tests qemu-qtests project guest
+check-quick: deps-check qemu-with-tests qemu-qtests qemu-asan project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK)
 
-check: deps-check qemu-with-tests qemu-qtests qemu-baseline project guest
+check: deps-check qemu-with-tests qemu-qtests qemu-baseline qemu-asan project guest
 	@$(PYTHON) scripts/run-tests.py $(SUITES_QUICK) $(SUITE_BASELINE) \
 		"series@14400=scripts/check-series.sh $(QEMU_TREE) $(BUILD)/series-check $(INTEROP_SERVER)"
 
@@ -188,6 +205,9 @@ check-qtest-exclusions: deps-check qemu-qtests qemu-baseline
 	@scripts/build-qemu.sh $(BASELINE_TREE) $(BASELINE_BUILD) qemu-system-x86_64 $(QTEST_EXCLUDED)
 	@$(PYTHON) scripts/run-tests.py \
 		"qtest-exclusions=$(PYTHON) scripts/compare-qtest-exclusions.py $(QEMU_BUILD) $(BASELINE_BUILD)"
+
+check-fuzz: deps-check qemu-asan
+	@$(PYTHON) scripts/run-tests.py $(FUZZ_SUITE)
 
 check-features: deps-check qemu
 	@$(PYTHON) scripts/run-tests.py $(FEATURES_SUITE)
@@ -220,6 +240,6 @@ clean:
 distclean:
 	@if [ -d $(QEMU_TREE)/.git ] && [ -n "$$(git -C $(QEMU_TREE) -c safe.directory='*' status --porcelain --untracked-files=no)" ]; then \
 		echo "distclean: $(QEMU_TREE) has uncommitted changes; export or discard them first" >&2; exit 1; fi
-	rm -rf $(BUILD)/qemu $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
+	rm -rf $(BUILD)/qemu $(BUILD)/qemu-asan $(BUILD)/baseline $(BUILD)/series-check $(BUILD)/project \
 		$(BUILD)/guest $(BUILD)/libvfio-user $(BUILD)/libvfio-user-upstream \
 		$(BUILD)/bench $(BUILD)/bench-smoke

@@ -17,6 +17,11 @@
 # -L is needed.  ccache is used when installed; CCACHE_BASEDIR (set by the
 # Makefile) lets the patched, baseline and series-check trees share cache
 # entries.
+#
+# QEMU_EXTRA_CONFIG (environment) adds configure options, e.g.
+# "--enable-asan --enable-ubsan" for the sanitizer build the fuzzer runs
+# against (`make qemu-asan`, build/qemu-asan/build); keep such a build in
+# a directory of its own, a change of options reconfigures from scratch.
 set -euo pipefail
 
 src=$(cd "${1:?usage: build-qemu.sh SRC BUILD [TARGET...]}" && pwd)
@@ -36,6 +41,8 @@ config_args=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
              --disable-install-blobs
              --enable-slirp --enable-pixman --enable-vnc
              "--firmwarepath=$(IFS=:; echo "${firmware_dirs[*]}")")
+# shellcheck disable=SC2206   # word splitting of the extra options is meant
+[ -z "${QEMU_EXTRA_CONFIG:-}" ] || config_args+=(${QEMU_EXTRA_CONFIG})
 want="$src ${config_args[*]}"
 
 mkdir -p "$build"

@@ -4,8 +4,12 @@
     scripts/run-tests.py [--timeout SECONDS] NAME[@SECONDS]=COMMAND ...
 
 Each COMMAND is a shell command that prints TAP ("ok N ...", "not ok N ...",
-"# SKIP" directives); only lines that start with "ok"/"not ok" count, so
-TAP a suite nests in its comments is not counted twice.  Its output is
+"# SKIP" and "# TODO" directives); only lines that start with "ok"/"not ok"
+count, so
+TAP a suite nests in its comments is not counted twice.  As in TAP, a
+"not ok ... # TODO" is a known failure: it is listed but does not fail the
+run, and it counts among the skipped (an "ok ... # TODO" passed).  Its
+output is
 shown as it comes.  A suite that runs longer than its limit (@SECONDS, else
 --timeout, default 1800) is stopped (SIGTERM to its process group, SIGKILL
 10 s later) and counts as a failure.  A suite that exits non-zero without
@@ -42,6 +46,7 @@ def killpg(pid, sig):
 def run_suite(name, command, limit):
     passed = failed = skipped = 0
     failures = []           # [why, evidence lines]
+    todos = []              # "not ok ... # TODO" lines: known failures
     start = time.monotonic()
     print(f"=== suite {name}: {command}", flush=True)
     # Each suite runs in a session of its own: when it ends, whatever it
@@ -92,6 +97,10 @@ def run_suite(name, command, limit):
         rest = m.group(2)
         if re.search(r"#\s*SKIP", rest, re.IGNORECASE):
             skipped += 1
+        elif m.group(1) == "not ok" and re.search(r"#\s*TODO", rest,
+                                                  re.IGNORECASE):
+            skipped += 1
+            todos.append(rest.strip())
         elif m.group(1) == "ok":
             passed += 1
         else:
@@ -107,9 +116,10 @@ def run_suite(name, command, limit):
         failed += 1
         failures.append(["suite ran no test", tail])
     secs = time.monotonic() - start
+    todo = f", {len(todos)} of them TODO" if todos else ""
     print(f"=== suite {name}: {passed} passed, {failed} failed, "
-          f"{skipped} skipped ({secs:.0f} s)", flush=True)
-    return passed, failed, skipped, failures
+          f"{skipped} skipped{todo} ({secs:.0f} s)", flush=True)
+    return passed, failed, skipped, failures, todos
 
 
 def main(argv):
@@ -129,17 +139,19 @@ def main(argv):
     totals = [0, 0, 0]
     report = []
     for name, secs, command in suites:
-        p, f, s, failures = run_suite(name, command, secs)
+        p, f, s, failures, todos = run_suite(name, command, secs)
         totals[0] += p
         totals[1] += f
         totals[2] += s
-        report.append((name, p, f, s, failures))
+        report.append((name, p, f, s, failures, todos))
 
     print()
     print("Summary")
-    for name, p, f, s, failures in report:
+    for name, p, f, s, failures, todos in report:
         mark = "FAIL" if f else "ok"
         print(f"  {mark:4} {name}: {p} passed, {f} failed, {s} skipped")
+        for why in todos:
+            print(f"         known (TODO): not ok {why[:200]}")
         for why, evidence in failures:
             print(f"         not ok {why}")
             if len(evidence) > 2 * EVIDENCE_LINES:

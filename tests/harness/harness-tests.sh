@@ -193,6 +193,14 @@ summary_evidence() {
     sed -n '/^Summary/,$p' <<<"$out" | grep -q '# because y'
 }
 check "a failing case's comment lines appear in the summary" summary_evidence
+check "runner does not fail a suite for a '# TODO' known failure" \
+    rt "a=printf 'ok 1\nnot ok 2 - x # TODO known: bug 7\n'"
+check "... counts it as skipped and lists it in the summary" \
+    bash -c "python3 '$top/scripts/run-tests.py' \"a=printf 'ok 1\nnot ok 2 - x # TODO known: bug 7\n'\" > '$tmp/todo' && tail -n1 '$tmp/todo' | grep -qx '1 passed, 0 failed, 1 skipped' && grep -q 'known (TODO): .*bug 7' '$tmp/todo'"
+check_fails "runner still fails a suite with a failure beside a TODO one" \
+    rt "a=printf 'not ok 1 - x # TODO known: bug 7\nnot ok 2 - y\n'"
+check_fails "runner fails a suite of TODO lines that exits non-zero" \
+    rt "a=printf 'not ok 1 - x # TODO known\n'; exit 1"
 
 echo "1..$n"
 exit $failed
