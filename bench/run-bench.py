@@ -32,9 +32,11 @@ from procs import TestFailure, check  # noqa: E402
 from qemu import Qemu, machine_memory, memory_backend, vfio_user_device  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-# 256 KiB: the largest size QEMU 10.2.2 serves by message in our runs
-# (it cannot finish a 1 MiB DMA_READ reply), so baseline ratios use it.
-SIZES = [4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
+# QEMU 10.2.2 treats a DMA_READ reply the socket took only in part as sent,
+# so it fails every read whose reply exceeds the socket's send buffer (about
+# 208 KiB by default): 256 KiB and 1 MiB.  128 KiB is the largest size here
+# that it serves, so the baseline is compared there too.
+SIZES = [4 * KiB, 64 * KiB, 128 * KiB, 256 * KiB, 1 * MiB]
 SLOT = 4
 BAR0 = 0xE0000000
 AREA_READ = 16 * MiB        # guest data the read benchmarks fetch
@@ -420,7 +422,7 @@ def targets(rows):
     for d in ('read', 'write'):
         wanted.append(('message ops/s >= 2x baseline, %s 4 KiB' % d,
                        'message', 'baseline', d, 4 * KiB, 2.0, 'gbps', False))
-    for size in (64 * KiB, 256 * KiB):
+    for size in (64 * KiB, 128 * KiB, 256 * KiB):
         for d in ('read', 'write'):
             wanted.append(('message throughput >= 1.5x baseline, %s %s'
                            % (d, size_name(size)), 'message', 'baseline', d,
