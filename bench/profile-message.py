@@ -238,6 +238,29 @@ def cut_limit(ev, req, ans):
     return seg, len(starts)
 
 
+NAMES = dict((v, k) for k, v in NR.items())
+NAMES.update({14: 'rt_sigprocmask', 232: 'epoll_wait', 281: 'epoll_pwait',
+              426: 'io_uring_enter', 9: 'mmap', 11: 'munmap'})
+
+
+def syscalls_per_trip(ev, who, trips):
+    """Table rows: system calls per round trip of each thread in who
+    (list of (tid, label)), by name."""
+    rows = []
+    for tid, label in who:
+        counts = {}
+        for e in ev:
+            if e[1] == tid and e[2] == 'enter':
+                counts[e[3]] = counts.get(e[3], 0) + 1
+        calls = ', '.join('%s %.1f' % (NAMES.get(nr, 'nr%d' % nr), c / trips)
+                          for nr, c in sorted(counts.items(),
+                                              key=lambda kv: -kv[1])
+                          if c / trips >= 0.05)
+        rows.append('| %s | %.1f | %s |' % (
+            label, sum(counts.values()) / trips, calls))
+    return rows
+
+
 def us(v):
     return '%.1f' % (v / 1000)
 
@@ -354,7 +377,8 @@ def main():
                            sum([['-e', e] for e in TRACE_EVENTS], []), data)
             p50t, _, _ = bench()
             perf_stop(p)
-            seg, polled, n = cut_qemu(parse_trace(data), spid, io, mainthr)
+            ev = parse_trace(data)
+            seg, polled, n = cut_qemu(ev, spid, io, mainthr)
             check(seg['total'], 'no complete round trip found in the trace')
             report += [
                 '## Hand-overs of one round trip (perf record: sched and '
@@ -383,6 +407,12 @@ def main():
                     ('main_wakeup', 'of which wake-up -> running: main thread'),
                     ('srv_wakeup', 'of which wake-up -> running: server')):
                 report.append(stat_row(key + ': ' + name, seg[key]))
+            report += ['', 'System calls per round trip:', '',
+                       '| thread | calls | which |', '|---|---:|---|']
+            report += syscalls_per_trip(ev, [(spid, 'server'),
+                                             (io, 'QEMU vfio-user thread'),
+                                             (mainthr, 'QEMU main thread')],
+                                        max(n - 1, 1))
             report.append('')
 
             # 4. CPU profile
@@ -447,6 +477,10 @@ def main():
                       ('req_wakeup', 'of which wake-up -> running: '
                        'requester')):
         report.append(stat_row(key + ': ' + name, seg[key]))
+    report += ['', 'System calls per round trip:', '',
+               '| process | calls | which |', '|---|---:|---|']
+    report += syscalls_per_trip(ev, [(req, 'requester'), (ans, 'answer')],
+                                max(n - 1, 1))
     with open(os.path.join(out, 'profile.md'), 'w') as f:
         f.write('\n'.join(report) + '\n')
     print('\n'.join(report))
