@@ -78,7 +78,8 @@ def perf_stop(p):
 def parse_trace(path):
     """perf script of a tracepoint recording: list of
     (time_ns, tid, kind, a, b): kind 'enter' (a = syscall nr), 'exit'
-    (a = nr, b = return), 'wakeup' (a = woken tid), 'switch' (a = next tid,
+    (a = nr, b = return), 'wakeup' (a = woken tid, b = 1 if on another CPU
+    than the waker's), 'switch' (a = next tid,
     b = prev tid)."""
     out = subprocess.run(['perf', 'script', '-i', path, '--ns', '-F',
                           'comm,tid,cpu,time,event,trace'],
@@ -101,8 +102,13 @@ def parse_trace(path):
                 ev.append((t, tid, 'exit', int(nr.group(1)),
                            int(nr.group(2))))
         elif name == 'sched:sched_wakeup':
-            ev.append((t, tid, 'wakeup', int(re.search(r'\bpid=(\d+)',
-                                                       rest).group(1)), 0))
+            # b: 1 if the woken thread is to run on another CPU than the
+            # waker's (an inter-processor interrupt, maybe an idle CPU)
+            target = re.search(r'target_cpu=(\d+)', rest)
+            ev.append((t, tid, 'wakeup',
+                       int(re.search(r'\bpid=(\d+)', rest).group(1)),
+                       int(target is not None and
+                           int(target.group(1)) != int(m.group('cpu')))))
         elif name == 'sched:sched_switch':
             ev.append((t, tid, 'switch',
                        int(re.search(r'next_pid=(\d+)', rest).group(1)),
@@ -176,10 +182,13 @@ def cut_qemu(ev, srv, io, main):
             polled += 1     # the vfio-user thread was polling, not asleep
         else:
             seg['io_wakeup'].append(t(io_run) - t(io_wake))
+            seg.setdefault('io_wakeup_x', []).append(ev[io_wake][4])
         if main_run is not None:
             seg['main_wakeup'].append(t(main_run) - t(main_wake))
+            seg.setdefault('main_wakeup_x', []).append(ev[main_wake][4])
         if srv_run is not None:
             seg['srv_wakeup'].append(t(srv_run) - t(srv_wake))
+            seg.setdefault('srv_wakeup_x', []).append(ev[srv_wake][4])
         seg['send'].append(t(a_exit) - t(a))
         seg['to_io'].append(t(io_recv) - t(a_exit))
         seg['io_read'].append(t(notify) - t(io_recv))
@@ -226,8 +235,10 @@ def cut_limit(ev, req, ans):
             continue
         if ans_run is not None:
             seg['ans_wakeup'].append(t(ans_run) - t(ans_wake))
+            seg.setdefault('ans_wakeup_x', []).append(ev[ans_wake][4])
         if req_run is not None:
             seg['req_wakeup'].append(t(req_run) - t(req_wake))
+            seg.setdefault('req_wakeup_x', []).append(ev[req_wake][4])
         seg['send'].append(t(a_exit) - t(a))
         seg['to_ans'].append(t(ans_back) - t(a_exit))
         seg['ans'].append(t(ans_send) - t(ans_back))
@@ -259,6 +270,25 @@ def syscalls_per_trip(ev, who, trips):
         rows.append('| %s | %.1f | %s |' % (
             label, sum(counts.values()) / trips, calls))
     return rows
+
+
+def wake_rows(seg, who):
+    """Wake-up table rows: (key, label) in who."""
+    rows = []
+    for key, label in who:
+        lat, cross = seg.get(key, []), seg.get(key + '_x', [])
+        same = [v for v, x in zip(lat, cross) if not x]
+        other = [v for v, x in zip(lat, cross) if x]
+        med = lambda v: us(statistics.median(v)) if v else '-'  # noqa: E731
+        rows.append('| %s | %d | %d%% | %s | %s |' % (
+            label, len(lat), 100 * len(other) // max(len(lat), 1),
+            med(same), med(other)))
+    return rows
+
+
+WAKE_HEAD = ['', 'Wake-ups (wake-up -> running), by where the woken thread '
+             'runs:', '', '| woken | count | on the other CPU | p50 us same '
+             'CPU | p50 us other CPU |', '|---|---:|---:|---:|---:|']
 
 
 def us(v):
@@ -407,6 +437,10 @@ def main():
                     ('main_wakeup', 'of which wake-up -> running: main thread'),
                     ('srv_wakeup', 'of which wake-up -> running: server')):
                 report.append(stat_row(key + ': ' + name, seg[key]))
+            report += WAKE_HEAD + wake_rows(seg, (
+                ('io_wakeup', 'vfio-user thread (by the server)'),
+                ('main_wakeup', 'main thread (by the vfio-user thread)'),
+                ('srv_wakeup', 'server (by the main thread)')))
             report += ['', 'System calls per round trip:', '',
                        '| thread | calls | which |', '|---|---:|---|']
             report += syscalls_per_trip(ev, [(spid, 'server'),
@@ -477,6 +511,9 @@ def main():
                       ('req_wakeup', 'of which wake-up -> running: '
                        'requester')):
         report.append(stat_row(key + ': ' + name, seg[key]))
+    report += WAKE_HEAD + wake_rows(seg, (
+        ('ans_wakeup', 'answering process (by the requester)'),
+        ('req_wakeup', 'requester (by the answering process)')))
     report += ['', 'System calls per round trip:', '',
                '| process | calls | which |', '|---|---:|---|']
     report += syscalls_per_trip(ev, [(req, 'requester'), (ans, 'answer')],
