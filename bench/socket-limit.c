@@ -22,11 +22,13 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -116,7 +118,8 @@ static int send_parts(int fd, struct hdr *h, const void *fixed, size_t flen,
             if (errno == EINTR) {
                 continue;
             }
-            return errno;
+            /* SO_SNDTIMEO ran out: the peer stopped reading */
+            return errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno;
         }
         while (mh.msg_iovlen > 0 && (size_t)n >= mh.msg_iov->iov_len) {
             n -= (ssize_t)mh.msg_iov->iov_len;
@@ -277,6 +280,20 @@ static uint8_t *alloc_at(size_t len, size_t skew, void **base)
     return (uint8_t *)*base + skew;
 }
 
+/*
+ * What the child's guest memory holds, kept by the parent: reads are
+ * compared with a first read, as in the server, and that first read with
+ * this, so a client that consistently answers wrong is caught too.
+ */
+static uint8_t *model;
+
+static void model_init(size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        model[i] = (uint8_t)(i * 13 + 1);
+    }
+}
+
 /* One size and direction, timed like server/bench.c; 0 or an errno. */
 static int run(int fd, unsigned long iters, size_t len, int write)
 {
@@ -295,6 +312,9 @@ static int run(int fd, unsigned long iters, size_t len, int write)
     }
     if (!write) {
         err = xfer(fd, addr, check, len, 0);    /* the reference */
+        if (!err && memcmp(check, model, len)) {
+            err = EIO;
+        }
     }
     for (unsigned long i = 0; i < iters && !err; i++) {
         uint64_t t0, t1;
@@ -309,6 +329,9 @@ static int run(int fd, unsigned long iters, size_t len, int write)
             }
             if (!err && memcmp(check, buf, len)) {
                 err = EIO;
+            }
+            if (i + 1 == iters) {
+                memcpy(model, buf, len);        /* what the guest keeps */
             }
             stamp(buf, len, i + 1);
         } else {
@@ -345,7 +368,7 @@ int main(int argc, char **argv)
     size_t sizes[16], max_len = 0;
     int nsizes = argc - 2, sv[2], status, err = 0;
     char *end;
-    pid_t pid;
+    pid_t pid, got;
 
     if (argc < 3 || nsizes > 16) {
         fprintf(stderr, "usage: socket-limit ITERS SIZE... (at most 16 sizes)\n");
@@ -373,6 +396,15 @@ int main(int argc, char **argv)
         perror("socket-limit: socketpair");
         return 1;
     }
+    /* a send to a peer that stopped reading must not block for ever */
+    struct timeval send_limit = { .tv_sec = WAIT_MS / 1000 };
+    for (int i = 0; i < 2; i++) {
+        if (setsockopt(sv[i], SOL_SOCKET, SO_SNDTIMEO, &send_limit,
+                       sizeof(send_limit))) {
+            perror("socket-limit: SO_SNDTIMEO");
+            return 1;
+        }
+    }
     pid = fork();
     if (pid < 0) {
         perror("socket-limit: fork");
@@ -388,12 +420,17 @@ int main(int argc, char **argv)
         if (!guest) {
             _exit(1);
         }
-        for (size_t i = 0; i < max_len; i++) {
-            guest[i] = (uint8_t)(i * 13 + 1);
-        }
+        model = guest;
+        model_init(max_len);
         _exit(answer(sv[1], guest, max_len));
     }
     close(sv[1]);
+    model = malloc(max_len);
+    if (!model) {
+        fprintf(stderr, "socket-limit: out of memory\n");
+        return 1;
+    }
+    model_init(max_len);
     for (int i = 0; i < nsizes && !err; i++) {
         err = run(sv[0], iters, sizes[i], 0);
         if (!err) {
@@ -405,9 +442,15 @@ int main(int argc, char **argv)
         }
     }
     close(sv[0]);           /* the child sees EOF and exits */
-    /* the child exits on EOF, or after its own deadline at worst */
-    if (waitpid(pid, &status, 0) != pid ||
-        !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    /* give it WAIT_MS to do so, then end it */
+    for (int waited = 0; (got = waitpid(pid, &status, WNOHANG)) == 0;
+         waited += 10) {
+        if (waited >= WAIT_MS) {
+            kill(pid, SIGKILL);
+        }
+        usleep(10000);
+    }
+    if (got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "socket-limit: the answering process failed\n");
         err = err ? err : EPROTO;
     }
