@@ -426,7 +426,7 @@ def main():
                      'queue, qemu_bh_schedule -> eventfd write'),
                     ('wake_main', '-> main thread back from ppoll (eventfd)'),
                     ('main', 'main thread: eventfd read, BQL, bottom half, '
-                     'pci_dma_read, reply built, up to sendmsg'),
+                     'pci_dma_read/write, reply built, up to sendmsg'),
                     ('reply', 'main thread: sendmsg of the reply'),
                     ('to_srv', '-> server back from poll'),
                     ('srv_read', 'server: recvmsg header, (poll,) read '
