@@ -321,7 +321,14 @@ def main():
     ap.add_argument('--size', type=int, default=4096)
     ap.add_argument('--dir', choices=('read', 'write'), default='read')
     ap.add_argument('--iters', type=int, default=5000)
+    ap.add_argument('--cpus', help='run QEMU, server and socket-limit on '
+                    'these CPUs only, e.g. 0 (default: all)')
     args = ap.parse_args()
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, set(int(c) for c in args.cpus.split(',')))
+        except (ValueError, OSError) as e:
+            ap.error('--cpus %s: %s' % (args.cpus, e))
     if not shutil.which('perf'):
         ap.error('perf not found: install linux-perf '
                  '(scripts/install-deps.sh bench)')
@@ -333,8 +340,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     out = os.path.abspath(args.out)
     report = ['# Message DMA profile', '',
-              '%s %d bytes, %d repetitions per pass (bench/profile-message.py)'
-              % (args.dir, args.size, args.iters), '']
+              '%s %d bytes, %d repetitions per pass, on CPUs %s '
+              '(bench/profile-message.py)'
+              % (args.dir, args.size, args.iters,
+                 ','.join(str(c) for c in sorted(os.sched_getaffinity(0)))),
+              '']
     op = de.CMD_BENCH_READ if args.dir == 'read' else de.CMD_BENCH_WRITE
     src, dst = (rb.AREA_READ, 0) if args.dir == 'read' else (0, rb.AREA_WRITE)
     mode = next(m for m in rb.MODES if m[0] == 'message')

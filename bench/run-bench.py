@@ -11,7 +11,7 @@ a mode that is not the one asked for, fails the run (exit status 1).
 
 usage: run-bench.py --qemu Q --baseline-qemu B --server S --out DIR
                     [--memcpy PROG] [--socket-limit PROG]
-                    [--case-time SECONDS] [--no-scale]
+                    [--case-time SECONDS] [--no-scale] [--cpus LIST]
                     [--modes NAME,...]
 """
 
@@ -462,8 +462,10 @@ def markdown(rows, meta):
     labels['memcpy'] = 'memcpy (machine limit)'
     labels['socket-limit'] = 'socket round trip (message limit)'
     lines = ['# DMA benchmark results', '',
-             'Run %s on %s; every transfer timed inside the server and checked '
-             '(see docs/benchmarks.md).' % (meta['date'], meta['host']), '',
+             'Run %s on %s (on CPUs %s); every transfer timed inside the '
+             'server and checked (see docs/benchmarks.md).'
+             % (meta['date'], meta['host'],
+                ','.join(str(c) for c in meta['cpus'])), '',
              '## Throughput and latency', '',
              '| mode | dir | size | GB/s | ops/s | p50 us | p99 us |',
              '|---|---|---|---:|---:|---:|---:|']
@@ -603,6 +605,8 @@ def main():
                     help='skip the memory-registration measurements')
     ap.add_argument('--modes', help='comma-separated subset of: %s'
                     % ', '.join(m[0] for m in MODES + [BASELINE]))
+    ap.add_argument('--cpus', help='run everything (QEMU, server, limits) '
+                    'on these CPUs only, e.g. 0 or 0,1 (default: all)')
     ap.add_argument('--no-plot', action='store_true',
                     help='skip results.png (needs no matplotlib)')
     ap.add_argument('--smoke', action='store_true',
@@ -624,6 +628,12 @@ def main():
         ap.error('--rounds must lie between 1 and 20')
     if not 0.01 <= args.case_time <= 10:
         ap.error('--case-time must lie between 0.01 and 10')
+    if args.cpus:
+        try:
+            cpus = set(int(c) for c in args.cpus.split(','))
+            os.sched_setaffinity(0, cpus)   # inherited by every child
+        except (ValueError, OSError) as e:
+            ap.error('--cpus %s: %s' % (args.cpus, e))
     modes = MODES + [BASELINE]
     if args.modes:
         names = args.modes.split(',')
@@ -666,7 +676,8 @@ def main():
     meta = {'date': time.strftime('%Y-%m-%d %H:%M'),
             'host': '%s, %d CPUs' % (os.uname().machine, os.cpu_count()),
             'seconds': round(time.monotonic() - started, 1),
-            'case_time': args.case_time, 'rounds': args.rounds}
+            'case_time': args.case_time, 'rounds': args.rounds,
+            'cpus': sorted(os.sched_getaffinity(0))}
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
         json.dump({'meta': meta, 'rows': rows}, f, indent=1)
     with open(os.path.join(args.out, 'results.md'), 'w') as f:
