@@ -169,6 +169,7 @@ INTEROP_UPSTREAM_SUITES = \
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
 	--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench \
+	--socket-limit $(PROJECT_BUILD)/bench/socket-limit \
 	--out $(BUILD)/bench-smoke --modes mmap,file-io-fd,file-io-procmem,message
 
 # The unpatched client's known failures (wrong message layout, private file
@@ -230,7 +231,8 @@ export-series:
 
 bench: deps-bench qemu qemu-baseline project
 	@$(PYTHON) bench/run-bench.py --qemu $(QEMU) --baseline-qemu $(BASELINE_QEMU) \
-		--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench --out $(BUILD)/bench
+		--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench \
+		--socket-limit $(PROJECT_BUILD)/bench/socket-limit --out $(BUILD)/bench
 
 clean:
 	rm -rf $(PROJECT_BUILD) $(GUEST_DIR) $(BUILD)/bench $(BUILD)/bench-smoke

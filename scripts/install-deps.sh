@@ -30,8 +30,8 @@ pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
 # places (SeaBIOS and its VGA BIOSes, QEMU's option ROMs, iPXE's NIC ROMs),
 # the guest image ingredients, static libc for the in-guest program.
 pkgs_check=(seabios qemu-system-data ipxe-qemu busybox-static cpio libc6-dev)
-# Benchmarks: the plot.
-pkgs_bench=(python3-matplotlib)
+# Benchmarks: the plot; perf for bench/profile-message.py.
+pkgs_bench=(python3-matplotlib linux-perf)
 
 # Packages that must come from bookworm-backports (bookworm's own are too old).
 backports=(meson python3-pycotap)
