@@ -804,6 +804,11 @@ class Session:
                         '%d)' % (len(lines), self.opts.max_log_lines),
                         summarize_lines(lines))
             f.lines = distinct_lines(lines)
+            if len(f.lines) > 200:
+                # the rest as one line that matches no known entry
+                f.lines[200:] = [[sum(n for n, _ in f.lines[200:]),
+                                  '(%d more distinct lines)'
+                                  % (len(f.lines) - 200)]]
             raise f
 
     def cfg_cmds(self, reg, size, value=None):
@@ -1229,7 +1234,7 @@ def classify(f, known, limit):
         # the new lines are what this failure is about
         f['evidence'] = ['%5dx %s' % (n, ln[:160]) for n, ln in other[:6]]
         return []
-    return hit
+    return [k for k in mine if k in hit]
 
 
 # ---- a shard: sessions index, index + jobs, ... -------------------------
@@ -1271,7 +1276,7 @@ def run_shard(opts, shard, jobs, seed, target, deadline, out):
                 stats['failures'].append({
                     'kind': f.kind, 'text': f.text, 'session': index,
                     'case': f.cases, 'evidence': f.evidence[:18],
-                    'lines': getattr(f, 'lines', [])[:200],
+                    'lines': getattr(f, 'lines', []),
                     'reproduce': reproducer(opts, seed, index, f.cases + 1),
                 })
                 print('# FAIL %s (session %d, case %d): %s'
