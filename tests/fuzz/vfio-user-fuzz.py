@@ -33,6 +33,10 @@ A case fails the run when QEMU:
              misbehaving server)
   fuzzer     (this script failed: a bug here, reported with its traceback)
 
+A failure whose signature matches an entry of --known (tests/fuzz/
+known-failures.txt: bugs of the client still to be fixed) is reported as
+TAP "# TODO" and does not fail the run; any other one does.
+
 Each session (one QEMU) depends only on --seed and its index, so
 `--seed N --session K --session-cases C` replays it; every failure is
 printed with that one-line reproducer.  Without --seed a fresh seed is
@@ -796,9 +800,16 @@ class Session:
             raise Failure('sanitizer', 'sanitizer report',
                           sanitizer_excerpt(self.stderr))
         if len(lines) > self.opts.max_log_lines:
-            raise Failure('log', '%d lines on stderr from one server (limit '
-                          '%d)' % (len(lines), self.opts.max_log_lines),
-                          summarize_lines(lines))
+            f = Failure('log', '%d lines on stderr from one server (limit '
+                        '%d)' % (len(lines), self.opts.max_log_lines),
+                        summarize_lines(lines))
+            f.lines = distinct_lines(lines)
+            if len(f.lines) > 200:
+                # the rest as one line that matches no known entry
+                f.lines[200:] = [[sum(n for n, _ in f.lines[200:]),
+                                  '(%d more distinct lines)'
+                                  % (len(f.lines) - 200)]]
+            raise f
 
     def cfg_cmds(self, reg, size, value=None):
         port = 0xcfc + (reg & 3)
@@ -917,7 +928,9 @@ class Session:
                     f.kind = 'sanitizer'
                 elif report:
                     f.kind = 'crash'
-                f.evidence += sanitizer_excerpt(self.stderr)
+                why = abort_text(self.stderr)
+                f.evidence += (['abort: ' + why] if why else []) + \
+                    sanitizer_excerpt(self.stderr)
             raise
 
     def one_case(self, rng):
@@ -1068,6 +1081,21 @@ def backtrace(pid):
     return [ln for ln in out.splitlines() if re.match(r'#\d+ ', ln)]
 
 
+ABORT_RE = re.compile(r'Assertion .* failed|hardware error|assertion failed|'
+                      r'code should not be reached|^\*\*|^ERROR:|'
+                      r'Unexpected error|Aborted')
+
+
+def abort_text(lines):
+    """What QEMU said when it aborted (an assertion, hw_error, abort
+    after an error), the last such line before a sanitizer report."""
+    end = next((i for i, ln in enumerate(lines) if SANITIZER_RE.search(ln)),
+               len(lines))
+    said = [ln for ln in lines[:end] if ABORT_RE.search(ln)
+            and not SANITIZER_RE.search(ln)]
+    return said[-1].strip()[:200] if said else ''
+
+
 def sanitizer_excerpt(lines, n=14):
     """The first lines of a sanitizer report (with its top frames), else
     the last lines of stderr."""
@@ -1078,18 +1106,34 @@ def sanitizer_excerpt(lines, n=14):
 
 
 def signature(f):
-    """What tells one failure from another: the sanitizer's message and
-    top frame, else the failure text without numbers."""
+    """What tells one failure from another: the sanitizer's message, what
+    QEMU said when it aborted, and the top two frames in QEMU's code
+    (an assertion in a helper such as error_setv needs its caller), else
+    the failure text without numbers."""
     ev = f['evidence']
+    why = [re.sub(r'^abort: (\S*qemu-system-\S+: )?', '', x) for x in ev
+           if x.startswith('abort: ')]
+    why = [re.sub(r':\d+:', ':N:', x) for x in why]
     for i, ln in enumerate(ev):
         m = re.search(r'runtime error: .*|ERROR: \w+Sanitizer: [\w-]+', ln)
         if m:
-            # the first frame in QEMU's own code (not libc's abort)
-            frames = [re.sub(r'^\s*#\d+ 0x[0-9a-f]+ ', '', x) for x in ev[i:]
+            # the first frames in QEMU's own code (not libc's abort)
+            frames = [re.sub(r'^\s*#\d+ 0x[0-9a-f]+ (in )?', '', x)
+                      for x in ev[i:]
                       if re.match(r'\s*#\d+ ', x) and 'qemu/src/' in x]
-            return '%s @ %s' % (re.sub(r'0x[0-9a-f]+', 'N', m.group(0)),
-                                frames[0] if frames else '?')
+            frames = [re.sub(r'(\.\w+)(:\d+)+$', r'\1',
+                             re.sub(r'\S*qemu/src/', '', x)) for x in frames]
+            # and its caller outside QEMU's utilities (error_setv's
+            # caller is not error_setg_internal)
+            frames = frames[:1] + [x for x in frames[1:]
+                                   if ' util/' not in x][:1]
+            return '%s%s @ %s' % (
+                re.sub(r'0x[0-9a-f]+', 'N', m.group(0)),
+                ' (%s)' % why[0] if why else '',
+                ' < '.join(frames) or '?')
     text = re.sub(r'0x[0-9a-f]+|\d+', 'N', f['text'])
+    if why:
+        text += ' (%s)' % why[0]
     if f['kind'] == 'log' and ev:
         text += ' (most: %s)' % re.sub(r'^\s*\d+x ', '', ev[0])[:120]
     if f['kind'] == 'hang':
@@ -1100,14 +1144,97 @@ def signature(f):
     return text
 
 
-def summarize_lines(lines):
+def distinct_lines(lines):
+    """[count, line with its numbers as N], most frequent first."""
     seen = {}
     for ln in lines:
         key = re.sub(r'0x[0-9a-f]+|\d+', 'N',
-                     re.sub(r'/\S*vfio-user-fuzz-[^/]+/', '', ln))
+                     re.sub(r'/\S*vfio-user-fuzz-[^/]+/', '', ln))[:300]
         seen[key] = seen.get(key, 0) + 1
-    return ['%5dx %s' % (n, k[:160]) for k, n in
-            sorted(seen.items(), key=lambda kv: -kv[1])[:6]]
+    return [[n, k] for k, n in sorted(seen.items(), key=lambda kv: -kv[1])]
+
+
+def summarize_lines(lines):
+    return ['%5dx %s' % (n, k[:160]) for n, k in distinct_lines(lines)[:6]]
+
+
+# ---- known failures -----------------------------------------------------
+
+KNOWN_KEYS = ('name', 'check', 'match', 'description', 'reproduce')
+
+
+def load_known(path):
+    """The entries of a known-failures file: blocks of "key: value"
+    lines (name, check, match, description, reproduce) separated by
+    blank lines, "#" comments.  Raises ValueError saying what is wrong."""
+    entries, cur, names = [], {}, set()
+
+    def close(lineno):
+        if not cur:
+            return
+        missing = [k for k in KNOWN_KEYS if k not in cur]
+        if missing:
+            raise ValueError('%s:%d: entry %s lacks %s' % (
+                path, lineno, cur.get('name', '?'), ', '.join(missing)))
+        if cur['check'] not in CHECKS:
+            raise ValueError('%s:%d: entry %s: no check %r (one of %s)' % (
+                path, lineno, cur['name'], cur['check'], ', '.join(CHECKS)))
+        if cur['name'] in names:
+            raise ValueError('%s:%d: entry %s twice' % (path, lineno,
+                                                        cur['name']))
+        try:
+            cur['re'] = re.compile(cur['match'])
+        except re.error as e:
+            raise ValueError('%s:%d: entry %s: bad match regex: %s' % (
+                path, lineno, cur['name'], e))
+        names.add(cur['name'])
+        entries.append(dict(cur))
+        cur.clear()
+
+    with open(path) as f:
+        lineno = 0
+        for lineno, ln in enumerate(f, 1):
+            ln = ln.rstrip('\n')
+            if ln.lstrip().startswith('#'):
+                continue
+            if not ln.strip():
+                close(lineno)
+                continue
+            m = re.match(r'^(\w+):\s*(.*?)\s*$', ln)
+            if not m or m.group(1) not in KNOWN_KEYS:
+                raise ValueError('%s:%d: not "key: value" with a key of %s: '
+                                 '%s' % (path, lineno, ', '.join(KNOWN_KEYS),
+                                         ln[:80]))
+            if m.group(1) in cur:
+                raise ValueError('%s:%d: %s twice in one entry'
+                                 % (path, lineno, m.group(1)))
+            cur[m.group(1)] = m.group(2)
+        close(lineno)
+    return entries
+
+
+def classify(f, known, limit):
+    """The known entries f is an instance of, [] if it is new.
+
+    A log flood is known when its lines matching no log entry are within
+    the limit: a flood of other lines is new.  Any other failure is known
+    when its signature matches an entry of its check."""
+    mine = [k for k in known if k['check'] == f['kind']]
+    if f['kind'] != 'log' or 'lines' not in f:
+        sig = signature(f)
+        return [k for k in mine if k['re'].search(sig)][:1]
+    hit, other = [], []
+    for n, ln in f['lines']:
+        k = next((k for k in mine if k['re'].search(ln)), None)
+        if k is None:
+            other.append([n, ln])
+        elif k not in hit:
+            hit.append(k)
+    if sum(n for n, _ in other) > limit:
+        # the new lines are what this failure is about
+        f['evidence'] = ['%5dx %s' % (n, ln[:160]) for n, ln in other[:6]]
+        return []
+    return [k for k in mine if k in hit]
 
 
 # ---- a shard: sessions index, index + jobs, ... -------------------------
@@ -1148,7 +1275,8 @@ def run_shard(opts, shard, jobs, seed, target, deadline, out):
                 stats['cases'] += getattr(f, 'cases', s.cases) + 1
                 stats['failures'].append({
                     'kind': f.kind, 'text': f.text, 'session': index,
-                    'case': f.cases, 'evidence': f.evidence[:16],
+                    'case': f.cases, 'evidence': f.evidence[:18],
+                    'lines': getattr(f, 'lines', []),
                     'reproduce': reproducer(opts, seed, index, f.cases + 1),
                 })
                 print('# FAIL %s (session %d, case %d): %s'
@@ -1208,6 +1336,10 @@ def main():
                     help='share of sessions with a mutated realize reply')
     ap.add_argument('--p-profile', type=float, default=0.3,
                     help='share of sessions whose device lies at realize')
+    ap.add_argument('--known', default=os.path.join(HERE,
+                                                    'known-failures.txt'),
+                    help='known failure classes, reported as TODO (default '
+                    'tests/fuzz/known-failures.txt; "" for none)')
     ap.add_argument('--shard', help=argparse.SUPPRESS)
     ap.add_argument('-v', '--verbose', action='store_true')
     ap.add_argument('--profile-time', action='store_true',
@@ -1222,6 +1354,11 @@ def main():
                   time.monotonic() + float(stop_at), out)
         return 0
 
+    try:
+        known = load_known(opts.known) if opts.known else []
+    except (OSError, ValueError) as e:
+        print('vfio-user-fuzz: known failures: %s' % e, file=sys.stderr)
+        return 2
     if not os.access(opts.qemu, os.X_OK):
         print('1..0 # SKIP no QEMU at %s' % opts.qemu)
         return 1
@@ -1275,24 +1412,58 @@ def main():
           'parallel)' % (cases, sessions, elapsed, cases / elapsed, jobs))
     print('# ' + ', '.join('%s %d' % kv for kv in sorted(counts.items())))
     print('1..%d' % (len(CHECKS) + 1))
+    new_failures, seen = 0, []
     for n, kind in enumerate(CHECKS, 1):
         mine = [f for f in failures if f['kind'] == kind]
         if not mine:
             print('ok %d - %s: no failure in %d cases' % (n, kind, cases))
             continue
-        groups = {}
+        groups = {}       # (signature, known names) -> failures
         for f in mine:
-            groups.setdefault(signature(f), []).append(f)
-        print('not ok %d - %s: %d failing session(s), %d distinct'
-              % (n, kind, len(mine), len(groups)))
-        for sig, fs in sorted(groups.items(), key=lambda g: -len(g[1]))[:6]:
+            ks = classify(f, known, opts.max_log_lines)
+            for k in ks:
+                if k not in seen:
+                    seen.append(k)
+            key = (signature(f) if not ks or kind != 'log' else
+                   'known log lines', tuple(k['name'] for k in ks))
+            groups.setdefault(key, []).append(f)
+        new = [g for g in groups.items() if not g[0][1]]
+        old = [g for g in groups.items() if g[0][1]]
+        new_failures += sum(len(fs) for _, fs in new)
+        head = 'not ok %d - %s: %d failing session(s), %d distinct' % (
+            n, kind, len(mine), len(groups))
+        names = []
+        for (_, ks), _ in old:
+            names += [k for k in ks if k not in names]
+        descr = '; '.join('%s (%s)' % (k, next(
+            e['description'] for e in known if e['name'] == k))
+            for k in names)
+        if new:
+            print('%s, %d new, %d known' % (head, len(new), len(old)))
+        else:
+            print('%s # TODO known: %s' % (head, descr))
+        for (sig, _), fs in sorted(new, key=lambda g: -len(g[1]))[:8]:
             f = min(fs, key=lambda f: f['case'])
-            print('# %dx %s' % (len(fs), sig))
+            print('# NEW %dx %s' % (len(fs), sig))
             print('#   first: session %d case %d: %s' % (f['session'],
                                                         f['case'], f['text']))
             for ln in f['evidence']:
                 print('#   ' + ln[:300])
             print('# reproduce: ' + f['reproduce'])
+        for (sig, ks), fs in sorted(old, key=lambda g: -len(g[1])):
+            f = min(fs, key=lambda f: f['case'])
+            print('# known %s: %dx %s' % (', '.join(ks), len(fs), sig[:300]))
+            print('#   first: session %d case %d: %s' % (f['session'],
+                                                        f['case'], f['text']))
+            print('# reproduce: ' + f['reproduce'])
+    if known:
+        print('# known failure classes seen: %d of %d%s' % (
+            len(seen), len(known),
+            (': ' + ', '.join(k['name'] for k in seen)) if seen else ''))
+        unseen = [k['name'] for k in known if k not in seen]
+        if unseen:
+            print('# known entries that did not occur in this run (fixed?): '
+                  + ', '.join(unseen))
     want = opts.session_cases if opts.session is not None else opts.cases
     if cases >= want:
         print('ok %d - %d cases (>= %d) in %.0f s, %.0f cases/s'
@@ -1300,7 +1471,7 @@ def main():
     else:
         print('not ok %d - only %d of %d cases in %.0f s (%.0f cases/s)'
               % (len(CHECKS) + 1, cases, want, elapsed, cases / elapsed))
-    return 1 if failures or cases < want else 0
+    return 1 if new_failures or cases < want else 0
 
 
 if __name__ == '__main__':
