@@ -395,8 +395,10 @@ class Session:
                 return
             if self.proc.poll() is not None:
                 self.drain_stderr(1)
-                raise Failure('crash', 'QEMU exited (status %s) while %s'
-                              % (self.proc.returncode, what))
+                rc = self.proc.returncode
+                how = ('died of %s' % signal.Signals(-rc).name if rc < 0
+                       else 'exited (status %d)' % rc)
+                raise Failure('crash', 'QEMU %s while %s' % (how, what))
             if now >= deadline:
                 raise Failure('hang', 'no answer from QEMU within %.1f s '
                               'while %s' % (timeout, what))
@@ -788,8 +790,11 @@ class Session:
             if not self.breaking:
                 self.qtest(['readb 0x0'], 'probing before counting fds')
         if not fd_ok:
-            raise Failure('fds', 'QEMU holds %d fds, %d after realize'
-                          % (fds, self.base_fds), self.fd_kinds())
+            kinds = self.fd_kinds()
+            raise Failure('fds', 'QEMU holds %d fds, %d after realize '
+                          '(most: %s)' % (fds, self.base_fds,
+                                          kinds[0].split(None, 1)[1]
+                                          if kinds else 'none'), kinds)
         if not rss_ok:
             raise Failure('rss', 'QEMU RSS %d MiB, %d MiB after realize'
                           % (rss >> 10, self.base_rss >> 10))
