@@ -27,6 +27,16 @@ METHOD_MSG, METHOD_MAP, METHOD_DIRECT = 0, 1, 2
 ST_DONE, ST_FAILED = 2, 3           # REG_STATUS
 
 
+def bail_out_unless_executable(*paths):
+    """TAP's bail-out for the first path that is not a program; returns
+    whether the suite can run."""
+    for path in paths:
+        if not os.access(path, os.X_OK):
+            print('Bail out! not executable: %s' % path)
+            return False
+    return True
+
+
 def start(binary, sock_path, lifetime, options=()):
     """The server on sock_path, ready (it printed 'ready') to accept one
     client; it gives up after lifetime seconds without one.  options: e.g.

@@ -591,8 +591,7 @@ def main():
                     'server is built against (default: legacy, the copy '
                     'bundled with QEMU)')
     args = ap.parse_args()
-    if not os.access(args.server, os.X_OK):
-        print('Bail out! not executable: %s' % args.server)
+    if not lvu_server.bail_out_unless_executable(args.server):
         return 2
     suite = unittest.TestSuite()
     with tempfile.TemporaryDirectory(prefix='lvu-probe-') as tmp:

@@ -262,10 +262,8 @@ def main():
     ap.add_argument('--qemu-arg', action='append', default=[],
                     help='extra QEMU argument (repeatable), e.g. -trace ...')
     args = ap.parse_args()
-    for path in (args.qemu, args.server):
-        if not os.access(path, os.X_OK):
-            print('Bail out! not executable: %s' % path)
-            return 2
+    if not lvu_server.bail_out_unless_executable(args.qemu, args.server):
+        return 2
     suite = unittest.TestSuite()
     with tempfile.TemporaryDirectory(prefix='lvu-interop-') as tmp:
         for n, (name, memory, dma_access, make_checks) in enumerate(CONFIGS):

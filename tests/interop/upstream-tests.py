@@ -376,16 +376,22 @@ class Config:
         self.path(s.last, method, True, addr, length)
         self.verify(addr, want, 'to-guest')
 
+    def server_reads(self, method, addr, data):
+        """The device reads len(data) bytes at addr: they must be data,
+        moved by the path the mode promises."""
+        s = self.s
+        st, err, crc = s.command(OP_FROM_GUEST, method, addr, len(data))
+        check(st == ST_DONE, 'from-guest failed in the server: errno %d (%s)'
+              % (err, os.strerror(err)))
+        self.path(s.last, method, False, addr, len(data))
+        check(crc == zlib.crc32(data), 'server read different bytes (crc '
+              '0x%08x, want 0x%08x)' % (crc, zlib.crc32(data)))
+
     def from_guest(self, method, length, addr=XFER_ADDR):
         s = self.s
         data = os.urandom(length)
         s.qt.memwrite(addr, data)
-        st, err, crc = s.command(OP_FROM_GUEST, method, addr, length)
-        check(st == ST_DONE, 'from-guest failed in the server: errno %d (%s)'
-              % (err, os.strerror(err)))
-        self.path(s.last, method, False, addr, length)
-        check(crc == zlib.crc32(data), 'server read different bytes (crc '
-              '0x%08x, want 0x%08x)' % (crc, zlib.crc32(data)))
+        self.server_reads(method, addr, data)
         # back over the same path: the CRC says that something differs,
         # this says where
         s.qt.memset(addr, length + GUARD, 0xA5)
@@ -403,12 +409,7 @@ class Config:
             os.pwrite(f.fileno(), data, self.backend.file_offset + addr)
         check(s.qt.memread(addr, length) == data, 'QEMU does not see the '
               'bytes written to its read-only backend file')
-        st, err, crc = s.command(OP_FROM_GUEST, method, addr, length)
-        check(st == ST_DONE, 'from-guest failed in the server: errno %d (%s)'
-              % (err, os.strerror(err)))
-        self.path(s.last, method, False, addr, length)
-        check(crc == zlib.crc32(data), 'server read different bytes (crc '
-              '0x%08x, want 0x%08x)' % (crc, zlib.crc32(data)))
+        self.server_reads(method, addr, data)
 
     def to_rom(self, method):
         """A device write into read-only guest RAM is refused inside the
@@ -514,10 +515,8 @@ def main():
     ap.add_argument('--qemu-arg', action='append', default=[],
                     help='extra QEMU argument (repeatable), e.g. -trace ...')
     args = ap.parse_args()
-    for path in (args.qemu, args.server):
-        if not os.access(path, os.X_OK):
-            print('Bail out! not executable: %s' % path)
-            return 2
+    if not lvu_server.bail_out_unless_executable(args.qemu, args.server):
+        return 2
     configs = [(b, a) for b in BACKENDS for a in ACCESS
                if not args.only or args.only in '%s, dma-access=%s'
                % (b.name, a)]
