@@ -11,9 +11,10 @@ its `message` rows (guest RAM from memory-backend-ram, dma-access=auto,
    thread, per round trip;
 3. under `perf record` of scheduler and system-call tracepoints on all CPUs:
    each round trip is cut at the hand-overs (server sendmsg -> QEMU's
-   vfio-user thread recvmsg -> its eventfd write that schedules the bottom
-   half -> the main thread runs -> its reply sendmsg -> the server runs
-   again and has read the reply), with the three thread wake-ups;
+   vfio-user thread recvmsg -> either its own reply sendmsg, for a request
+   it serves itself, or its eventfd write that schedules the bottom half
+   -> the main thread runs -> its reply sendmsg; then the server runs
+   again and has read the reply), with the thread wake-ups;
 4. under `perf record -e cpu-clock -g`: the hottest functions per thread.
 
 socket-limit (the bench's message limit) is traced the same way as (3), for
@@ -136,8 +137,8 @@ def cut_qemu(ev, srv, io, main):
     """Cut each server round trip at its hand-overs; dict of lists of ns."""
     starts = [i for i, e in enumerate(ev) if e[1] == srv and
               e[2] == 'enter' and e[3] == NR['sendmsg']]
-    seg = {k: [] for k in ('send', 'to_io', 'io_read', 'wake_main', 'main',
-                           'reply', 'to_srv', 'srv_read', 'total',
+    seg = {k: [] for k in ('send', 'to_io', 'direct', 'io_read', 'wake_main',
+                           'main', 'reply', 'to_srv', 'srv_read', 'total',
                            'io_wakeup', 'main_wakeup', 'srv_wakeup')}
     polled = 0
     for a, b in zip(starts, starts[1:]):
@@ -152,20 +153,31 @@ def cut_qemu(ev, srv, io, main):
                         e[3] == io)
         io_run = first(ev, io_wake, io_recv, lambda e: e[2] == 'switch' and
                        e[3] == io) if io_wake is not None else None
-        notify = first(ev, io_recv, b, lambda e: e[1] == io and
-                       e[2] == 'enter' and e[3] == NR['write'])
-        main_send = first(ev, io_recv, b, lambda e: e[1] == main and
+        # the reply: from the vfio-user thread itself (a request served
+        # there, without the main loop) or from the main thread
+        main_send = first(ev, io_recv, b, lambda e: e[1] in (io, main) and
                           e[2] == 'enter' and e[3] == NR['sendmsg'])
-        if notify is None or main_send is None or notify > main_send:
+        if main_send is None:
             continue
-        # the main loop back from ppoll (woken by the eventfd)
-        main_back = first(ev, notify, main_send, lambda e: e[1] == main and
-                          e[2] == 'exit' and e[3] in POLLS)
-        main_wake = first(ev, notify, main_send, lambda e: e[2] == 'wakeup' and
-                          e[3] == main)
-        main_run = first(ev, main_wake, main_send, lambda e: e[2] == 'switch'
-                         and e[3] == main) if main_wake is not None else None
-        send_exit = first(ev, main_send, b, lambda e: e[1] == main and
+        sender = ev[main_send][1]
+        if sender == io:
+            notify = main_back = main_wake = main_run = None
+        else:
+            notify = first(ev, io_recv, main_send, lambda e: e[1] == io and
+                           e[2] == 'enter' and e[3] == NR['write'])
+            if notify is None:
+                continue
+            # the main loop back from ppoll (woken by the eventfd)
+            main_back = first(ev, notify, main_send, lambda e: e[1] == main
+                              and e[2] == 'exit' and e[3] in POLLS)
+            main_wake = first(ev, notify, main_send, lambda e: e[2] ==
+                              'wakeup' and e[3] == main)
+            main_run = first(ev, main_wake, main_send, lambda e: e[2] ==
+                             'switch' and e[3] == main) \
+                if main_wake is not None else None
+            if main_back is None:
+                continue
+        send_exit = first(ev, main_send, b, lambda e: e[1] == sender and
                           e[2] == 'exit' and e[3] == NR['sendmsg'])
         srv_back = first(ev, main_send, b, lambda e: e[1] == srv and
                          e[2] == 'exit' and e[3] in POLLS)
@@ -176,7 +188,7 @@ def cut_qemu(ev, srv, io, main):
         srv_done = last(ev, main_send, b, lambda e: e[1] == srv and
                         e[2] == 'exit' and e[3] in (NR['read'], NR['recvmsg'])
                         and e[4] > 0)
-        if None in (main_back, send_exit, srv_back, srv_done):
+        if None in (send_exit, srv_back, srv_done):
             continue
         if io_run is None:
             polled += 1     # the vfio-user thread was polling, not asleep
@@ -191,9 +203,12 @@ def cut_qemu(ev, srv, io, main):
             seg.setdefault('srv_wakeup_x', []).append(ev[srv_wake][4])
         seg['send'].append(t(a_exit) - t(a))
         seg['to_io'].append(t(io_recv) - t(a_exit))
-        seg['io_read'].append(t(notify) - t(io_recv))
-        seg['wake_main'].append(t(main_back) - t(notify))
-        seg['main'].append(t(main_send) - t(main_back))
+        if sender == io:
+            seg['direct'].append(t(main_send) - t(io_recv))
+        else:
+            seg['io_read'].append(t(notify) - t(io_recv))
+            seg['wake_main'].append(t(main_back) - t(notify))
+            seg['main'].append(t(main_send) - t(main_back))
         seg['reply'].append(t(send_exit) - t(main_send))
         seg['to_srv'].append(t(srv_back) - t(send_exit))
         seg['srv_read'].append(t(srv_done) - t(srv_back))
@@ -425,19 +440,24 @@ def main():
                 'syscall tracepoints)', '',
                 'Pass p50 %.1f us (tracing adds to it). %d round trips cut, '
                 'of %d; in %d the vfio-user thread was still polling (no '
-                'wake-up). Median and 90th percentile:'
-                % (p50t, len(seg['total']), n - 1, polled), '',
+                'wake-up); %d served on the vfio-user thread (row "direct"), '
+                'the others on the main loop (rows "io_read" to "main"). '
+                'Median and 90th percentile:'
+                % (p50t, len(seg['total']), n - 1, polled,
+                   len(seg['direct'])), '',
                 '| step | p50 us | p90 us |', '|---|---:|---:|']
             for key, name in (
                     ('send', 'server: sendmsg of the request'),
                     ('to_io', '-> QEMU vfio-user thread woken, back from '
                      'ppoll, at recvmsg'),
+                    ('direct', 'vfio-user thread: recvmsg header + payload, '
+                     'copy to or from guest RAM, reply built, up to sendmsg'),
                     ('io_read', 'vfio-user thread: recvmsg header + payload, '
                      'queue, qemu_bh_schedule -> eventfd write'),
                     ('wake_main', '-> main thread back from ppoll (eventfd)'),
                     ('main', 'main thread: eventfd read, BQL, bottom half, '
                      'pci_dma_read/write, reply built, up to sendmsg'),
-                    ('reply', 'main thread: sendmsg of the reply'),
+                    ('reply', 'sendmsg of the reply'),
                     ('to_srv', '-> server back from poll'),
                     ('srv_read', 'server: recvmsg header, (poll,) read '
                      'payload'),
@@ -450,7 +470,7 @@ def main():
             report += WAKE_HEAD + wake_rows(seg, (
                 ('io_wakeup', 'vfio-user thread (by the server)'),
                 ('main_wakeup', 'main thread (by the vfio-user thread)'),
-                ('srv_wakeup', 'server (by the main thread)')))
+                ('srv_wakeup', 'server (by the thread that replied)')))
             report += ['', 'System calls per round trip:', '',
                        '| thread | calls | which |', '|---|---:|---|']
             report += syscalls_per_trip(ev, [(spid, 'server'),
