@@ -255,6 +255,15 @@ def make_device(rng, corpus, profile):
 
 # ---- one QEMU --------------------------------------------------------
 
+# What the server answers the client's offer of a twin socket (VERSION):
+# set one up, keep one socket, or a reply that must fail realize (only
+# when the session lies at realize).
+TWIN_MODES = {'on': 6, 'off': 2, 'decline': 1}
+TWIN_MODES_HOSTILE = dict(TWIN_MODES, **{
+    'extra-fds': 1, 'no-fd': 0.5, 'no-index': 0.5, 'bad-index': 0.5,
+    'not-bool': 0.5, 'pipe': 0.5, 'dgram': 0.5, 'odd-index': 0.5,
+    'not-object': 0.3})
+
 # How the answer to a client request is spoiled, and how often.  Those
 # that make the client wait for its timeout (no reply, wrong id, late,
 # ...) are rarer, those that end the connection rarer still: a QEMU
@@ -293,6 +302,7 @@ class Session:
         self.mutation = None        # what to do to the next client request
         self.breaking = False
         self.replies = {}           # id -> Msg (answers to our requests)
+        self.twin = None            # the twin socket's Conn, once set up
         self.next_id = 0x4000
         self.realizing = True
         self.seen = {}
@@ -335,6 +345,8 @@ class Session:
             dev['x-no-posted-writes'] = True
         if rng.random() < 0.1:
             dev['x-send-queued'] = True
+        if rng.random() < 0.15:
+            dev['x-twin-socket'] = False
         argv = [self.opts.qemu, '-accel', 'qtest', '-nodefaults',
                 '-display', 'none', '-m', '32M',
                 '-qtest', 'unix:' + qt_path, '-qtest-log', '/dev/null',
@@ -346,6 +358,8 @@ class Session:
             argv += ['-machine', 'pc']
         self.profile = rng.random() < self.opts.p_profile
         self.dev = make_device(rng, self.corpus, self.profile)
+        self.twin_mode = pick(rng, TWIN_MODES_HOSTILE if self.profile
+                              else TWIN_MODES)
         self.realize_plan = None
         if rng.random() < self.opts.p_realize:
             cmd = pick(rng, {VERSION: 2, DEVICE_GET_INFO: 2,
@@ -358,8 +372,8 @@ class Session:
                                  rng.getrandbits(32))
         self.argv = argv
         self.log('qemu %s' % ' '.join(argv[1:]))
-        self.log('profile %s realize plan %s' % (self.profile,
-                                                 self.realize_plan))
+        self.log('profile %s realize plan %s twin %s' % (
+            self.profile, self.realize_plan, self.twin_mode))
         env = dict(os.environ, **SANITIZER_ENV)
         self.proc = procs.start(argv, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, env=env)
@@ -402,10 +416,11 @@ class Session:
             if now >= deadline:
                 raise Failure('hang', 'no answer from QEMU within %.1f s '
                               'while %s' % (timeout, what))
-            if self.conn is not None and not self.conn.closed:
-                ev = (0 if self.paused else select.POLLIN) | \
-                     (select.POLLOUT if self.conn.out else 0)
-                self.poll.modify(self.conn.fileno(), ev or select.POLLHUP)
+            for conn in (self.conn, self.twin):
+                if conn is not None and not conn.closed:
+                    ev = (0 if self.paused else select.POLLIN) | \
+                         (select.POLLOUT if conn.out else 0)
+                    self.poll.modify(conn.fileno(), ev or select.POLLHUP)
             # QEMU's exit shows as EOF on its stderr, unless a process it
             # left behind still holds that: look at it now and then too
             wait = min(deadline - now, 0.05)
@@ -419,6 +434,12 @@ class Session:
                     if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                         if not self.paused or ev & select.POLLERR:
                             self.vu_read()
+                elif tag == 'twin':
+                    if ev & select.POLLOUT:
+                        self.twin.flush()
+                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        if not self.paused or ev & select.POLLERR:
+                            self.twin_read()
                 elif tag == 'qt':
                     self.qt_read()
                 elif tag == 'stderr':
@@ -511,6 +532,81 @@ class Session:
             self._unwatch(self.conn)
             self.breaking = True
 
+    def twin_read(self):
+        """Only replies to our requests come on the twin socket."""
+        try:
+            msgs = self.twin.read()
+        except ValueError:
+            raise Failure('crash', 'the client sent an unframeable message '
+                          'on the twin socket')
+        for m in msgs:
+            if m.flags & TYPE_MASK != REPLY:
+                raise Failure('crash', 'the client sent a request (command '
+                              '%d) on the twin socket' % m.cmd)
+            self.replies[m.id] = m
+        if self.twin.closed:
+            self._unwatch(self.twin)
+            self.breaking = True
+
+    def twin_up(self):
+        return self.twin is not None and not self.twin.closed
+
+    def send_request_data(self, data, fds=(), main=False):
+        """A request of ours: on the twin socket once there is one."""
+        if self.twin_up() and not main:
+            self.twin.queue(data, fds)
+        else:
+            self.send(data, fds)
+
+    def twin_answer(self, m, correct):
+        """The VERSION reply, with the session's answer to an offer of a
+        twin socket."""
+        caps = self.dev.caps
+        if self.twin_mode == 'off' or b'"twin_socket"' not in m.data or \
+                not isinstance(caps, dict) or \
+                not isinstance(caps.get('capabilities'), dict):
+            return correct
+        rng = random.Random('%d/%d/twin' % (self.seed, self.index))
+        mode = self.twin_mode
+        self.count('twin-' + mode)
+        c = json.loads(json.dumps(caps))
+        twin = {'supported': True, 'fd_index': 0}
+        fds = []
+        if mode == 'decline':
+            twin = {'supported': False}
+        elif mode == 'not-object':
+            twin = rng.choice([True, 1, [], 'yes'])
+        elif mode == 'pipe':
+            r, w = os.pipe()
+            os.close(w)
+            fds = [r]
+        elif mode != 'no-fd':
+            kind = socket.SOCK_DGRAM if mode == 'dgram' else \
+                socket.SOCK_STREAM
+            ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+            fds = [theirs.detach()]
+            if mode in ('on', 'extra-fds'):
+                self.twin = Conn(ours)
+                self._watch(self.twin, 'twin')
+            else:
+                ours.close()
+            if mode == 'extra-fds':
+                extra = self.devnull_fds(rng, rng.randint(1, 4))
+                at = rng.randrange(len(extra) + 1)
+                fds = extra[:at] + fds + extra[at:]
+                twin['fd_index'] = at
+        if mode == 'no-index':
+            del twin['fd_index']
+        elif mode == 'bad-index':
+            twin['fd_index'] = len(fds) + rng.choice([0, 1, 15, 16, 1000])
+        elif mode == 'odd-index':
+            twin['fd_index'] = rng.choice([-1, '0', 0.5, None, 1 << 64,
+                                           interesting(rng, 64)])
+        elif mode == 'not-bool':
+            twin['supported'] = rng.choice([1, 'true', None, {}])
+        c['capabilities']['twin_socket'] = twin
+        return version_payload(c), correct[1], tuple(correct[2]) + tuple(fds)
+
     def send(self, data, fds=(), delay=0.0):
         """Queue data for the client, in order: a piece held back (a late
         reply, the pause inside a split one) holds back what follows."""
@@ -555,6 +651,8 @@ class Session:
         n = self.seen.get(m.cmd, 0)
         self.seen[m.cmd] = n + 1
         correct = self.dev.reply(m)
+        if m.cmd == VERSION and correct is not None:
+            correct = self.twin_answer(m, correct)
         mut = None
         if self.realizing:
             plan = self.realize_plan
@@ -610,6 +708,8 @@ class Session:
             flags = rng.choice([2, 3, 0xf, 0x12, rng.getrandbits(32) | 2])
             self.breaking = True
         elif kind == 'drop':
+            for fd in fds:
+                os.close(fd)
             return
         elif kind == 'late':
             delay = t + rng.uniform(0.01, 0.1)
@@ -625,6 +725,8 @@ class Session:
             size = HDR.size + rng.randrange(len(payload)) if payload else 15
             self.breaking = True
         elif kind == 'close':
+            for fd in fds:
+                os.close(fd)
             self.hang_up()
             return
         data = pack_msg(msg_id, cmd, flags, payload, err, size)
@@ -654,10 +756,11 @@ class Session:
 
     def hang_up(self):
         self.breaking = True
-        if self.conn is not None and not self.conn.closed:
-            self.conn.flush()
-            self._unwatch(self.conn)
-            self.conn.close()
+        for conn in (self.conn, self.twin):
+            if conn is not None and not conn.closed:
+                conn.flush()
+                self._unwatch(conn)
+                conn.close()
 
     # -- the server's own requests --
 
@@ -670,7 +773,7 @@ class Session:
         maps = sorted(dev.maps.items())
         cmd = rng.choice([DMA_READ, DMA_WRITE])
         flags = 0
-        if maps and kind == 'dma-valid':
+        if maps and kind in ('dma-valid', 'main-request'):
             iova, size = rng.choice(maps)
             count = min(rng.choice([1, 4, 64, 4096, 65536]), size)
             addr = iova + rng.randrange(max(1, size - count + 1))
@@ -715,7 +818,11 @@ class Session:
                             for _ in range(rng.choice([0, 8, 16, 64, 4096])))
         if rng.random() < 0.08:
             fds = self.devnull_fds(rng, rng.randint(1, 9))
-        self.send(pack_msg(msg_id, cmd, flags, payload, size=size), fds)
+        # with a twin socket, a request on the main socket breaks the
+        # protocol: the client must refuse it there
+        self.send_request_data(pack_msg(msg_id, cmd, flags, payload,
+                                        size=size), fds,
+                               main=kind == 'main-request')
         if flags & (NO_REPLY | TYPE_MASK):
             return None
         return msg_id
@@ -862,7 +969,8 @@ class Session:
     realize_failed = False
 
     def close(self):
-        for s in (self.conn, self.qt, getattr(self, 'vu_listen', None),
+        for s in (self.conn, self.twin, self.qt,
+                  getattr(self, 'vu_listen', None),
                   getattr(self, 'qt_listen', None)):
             if s is not None:
                 try:
@@ -951,7 +1059,8 @@ class Session:
             self.mutation = None
         elif kind == 'server':
             sk = pick(rng, {'dma-valid': 40, 'dma-hostile': 35, 'unknown': 10,
-                            'stray-reply': 10, 'burst': 2})
+                            'stray-reply': 10, 'burst': 2,
+                            'main-request': 3 if self.twin_up() else 0})
             self.log('server request %s' % sk)
             self.case_key = 'server-' + sk
             if sk == 'burst':
@@ -975,11 +1084,21 @@ class Session:
             self.special(rng)
         else:
             what = rng.choice(['garbage', 'close', 'bad-type', 'stop-reading',
-                               'close-unread'])
+                               'close-unread'] +
+                              (['twin-garbage', 'twin-close']
+                               if self.twin_up() else []))
             self.log('break: %s' % what)
             self.case_key = 'break-' + what
             if what == 'garbage':
                 self.send(bytes(rng.getrandbits(8) for _ in range(16)))
+            elif what == 'twin-garbage':
+                self.twin.queue(bytes(rng.getrandbits(8) for _ in range(16)))
+                self.qtest(['readb 0x0'], 'probing after twin garbage')
+            elif what == 'twin-close':
+                self._unwatch(self.twin)
+                self.twin.close()
+                self.qtest(['readb 0x0'], 'probing after closing the twin '
+                           'socket')
             elif what == 'close':
                 self.hang_up()
             elif what == 'close-unread':
@@ -1059,8 +1178,9 @@ class Session:
         elif what == 'backpressure':
             self.paused = True
             for _ in range(rng.randint(4, 24)):
-                self.send(pack_msg(self.next_id, DMA_READ, 0, struct.pack(
-                    '<QQ', 0, rng.choice([4096, 65536, 262144]))))
+                self.send_request_data(pack_msg(
+                    self.next_id, DMA_READ, 0, struct.pack(
+                        '<QQ', 0, rng.choice([4096, 65536, 262144]))))
                 self.next_id = (self.next_id + 1) & 0xffff
             self.qtest(['readb 0x0'], 'probing while not reading replies')
             self.paused = False
