@@ -164,7 +164,8 @@ SUITES_QUICK = \
 # every memory backend x dma-access value (about 45 s on 2 cores).
 INTEROP_UPSTREAM_SUITES = \
 	"interop-upstream-probe@120=$(PYTHON) tests/interop/probe-library.py --library upstream --server $(INTEROP_SERVER_UPSTREAM)" \
-	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)"
+	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)" \
+	"interop-twin@600=$(PYTHON) tests/interop/twin-tests.py --qemu $(QEMU) --lvu-server $(INTEROP_SERVER_UPSTREAM) --dma-server $(SERVER)"
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \

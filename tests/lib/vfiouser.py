@@ -57,10 +57,14 @@ class Client:
              size=None):
         """Send one message (size overrides the header's size field)."""
         if msg_id is None:
-            msg_id, self.next_id = self.next_id, self.next_id + 1
+            msg_id, self.next_id = self.next_id, (self.next_id + 1) & 0xffff
         hdr = HDR.pack(msg_id, cmd, HDR.size + len(payload) if size is None
                        else size, flags, error)
-        socket.send_fds(self.sock, [hdr + payload], list(fds))
+        data = hdr + payload
+        # a socket with a timeout is non-blocking underneath: a large
+        # message may go in pieces (the fds with the first)
+        sent = socket.send_fds(self.sock, [data], list(fds)) if fds else 0
+        self.sock.sendall(data[sent:])
         return msg_id
 
     def recv_exact(self, n, fds=None):
