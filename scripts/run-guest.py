@@ -4,7 +4,7 @@
     scripts/run-guest.py --qemu Q --server S --guest-dir D
         [--memory memfd|ram|file-private|file-shared]
         [--dma-access auto|mmap|file-io|message] [--legacy] [--net]
-        [--twin-socket on|off|decline] [--spin MS]
+        [--twin-socket on|off|decline] [--spin MS] [--dma-seconds S]
 
 Starts the server, boots the guest (TCG) with the DMA engine attached as
 vfio-user-pci, and prints which access mode each DMA region got, what the
@@ -181,6 +181,8 @@ def run(args, workdir):
         append += f",sizes={args.sizes}"
     if args.spin:
         append += f",spin={args.spin:g}"
+    if args.dma_seconds and not args.net:
+        append += f",seconds={args.dma_seconds:g}"
     files = None
     if args.net:
         files = FileServer()
@@ -326,6 +328,8 @@ def main():
     ap.add_argument("--spin", type=float,
                     help="with --irq poll: register reads back to back during "
                     "DMA, each under this many ms")
+    ap.add_argument("--dma-seconds", type=float,
+                    help="repeat the sizes for this many seconds (not with --net)")
     ap.add_argument("--timeout", type=float, default=90)
     ap.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                     help="auto: KVM if a probe boot works with it, else TCG")

@@ -93,6 +93,7 @@ TWIN_CASES = [
 ]
 SPIN_MS = 100           # no register read may take this long
 TWIN_SIZES = "4096:65536:1048576:2097152"
+TWIN_SECONDS = 5        # the sizes again and again for this long
 
 
 def run_case(args, memory, mode, legacy, irq, workdir, net=False, extra=()):
@@ -232,7 +233,7 @@ def twin_case(args, name, twin, want, has_twin):
             raise tap.unittest.SkipTest("this QEMU has no x-twin-socket "
                                         "property: it never offers the twin socket")
         extra = ["--twin-socket", twin, "--spin", str(SPIN_MS),
-                 "--sizes", TWIN_SIZES]
+                 "--sizes", TWIN_SIZES, "--dma-seconds", str(TWIN_SECONDS)]
         with tempfile.TemporaryDirectory(prefix="guest-test-") as workdir:
             info, text = run_case(args, "ram", "message", False, "poll",
                                   workdir, extra=extra)

@@ -264,17 +264,20 @@ class Twin(tap.Case):
 
     # ---- our server ----
 
-    def ours(self, twin):
+    def ours(self, how):
+        """how: 'on' (twin socket), 'decline' (the server declines it),
+        'off' (x-twin-socket=off: the client does not offer it)."""
         tmp = tempfile.TemporaryDirectory(prefix='twin-ours-')
         self.addCleanup(tmp.cleanup)
         srv = DmaServer(DMA_SERVER, tmp.name,
-                        [] if twin else ['--no-twin-socket'])
+                        ['--no-twin-socket'] if how == 'decline' else [])
         self.addCleanup(srv.stop)
         self.on_failure(lambda: [print('[server] ' + ln)
                                  for ln in srv.log[-12:]])
         vm = Qemu(QEMU, tmp.name, MACHINE + ['-device', json.dumps(
             vfio_user_device(srv.sock_path, None, SLOT, 'dma',
-                             self.props(twin)))], slot=SLOT, timeout=15)
+                             self.props(how != 'off')))], slot=SLOT,
+            timeout=15)
         self.addCleanup(vm.close)
         self.on_failure(lambda: [print('[qemu] ' + ln)
                                  for ln in vm.proc.log[-12:]])
@@ -318,18 +321,24 @@ class Twin(tap.Case):
         self.assertEqual(stats['errors'], 0)
         self.assertGreater(stats['message']['bytes'],
                            2 * OURS_ITERS * sum(SIZES))
-        want = ('on' if twin else 'declined') if HAS_TWIN else 'not-offered'
+        want = ({'on': 'on', 'decline': 'declined', 'off': 'not-offered'}[how]
+                if HAS_TWIN else 'not-offered')
         self.assertTrue(any('twin-socket=' + want in ln for ln in srv.log),
                         'server log does not say twin-socket=' + want)
 
     def test_ours_twin(self):
         """our server, twin socket: message DMA 4 KiB-2 MiB both ways during BAR traffic, exact, no stall"""
         self.need_twin(True)
-        self.ours(True)
+        self.ours('on')
 
-    def test_ours_single_socket(self):
-        """our server, one socket (--no-twin-socket): message DMA 4 KiB-2 MiB both ways during BAR traffic, exact, no stall"""
-        self.ours(False)
+    def test_ours_declined(self):
+        """our server declines the twin socket (--no-twin-socket): message DMA 4 KiB-2 MiB both ways during BAR traffic, exact, no stall"""
+        self.ours('decline')
+
+    def test_ours_not_offered(self):
+        """our server, x-twin-socket=off: message DMA 4 KiB-2 MiB both ways during BAR traffic, exact, no stall"""
+        self.need_twin(True)        # without the property: the case above
+        self.ours('off')
 
 
 def main():
