@@ -171,7 +171,7 @@ INTEROP_UPSTREAM_SUITES = \
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
 	--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench \
 	--socket-limit $(PROJECT_BUILD)/bench/socket-limit \
-	--out $(BUILD)/bench-smoke --modes mmap,file-io-fd,file-io-procmem,message
+	--out $(BUILD)/bench-smoke --modes mmap,file-io-fd,file-io-procmem,message,message-1sock
 
 # The unpatched client's known failures (wrong message layout, private file
 # RAM offered for mmap), asserted so that the tests are seen to catch them.
