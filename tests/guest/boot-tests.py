@@ -85,11 +85,12 @@ NET_CASES = [
 
 
 # Register reads while message DMA runs: (twin socket, expected server log)
-# twin: "on" (x-twin-socket=on, the server accepts) or "decline" (the
-# server runs with --no-twin-socket).
+# twin: "on" (x-twin-socket=on, the server accepts), "decline" (the
+# server runs with --no-twin-socket) or "off" (x-twin-socket=off).
 TWIN_CASES = [
     ("on", "on"),
     ("decline", "declined"),
+    ("off", "not-offered"),     # x-twin-socket=off: the client does not offer
 ]
 SPIN_MS = 100           # no register read may take this long
 TWIN_SIZES = "4096:65536:1048576:2097152"
@@ -229,7 +230,7 @@ def case(args, n, name, memory, mode, legacy, irq, net, expect):
 
 def twin_case(args, name, twin, want, has_twin):
     def run():
-        if twin == "on" and not has_twin:
+        if twin != "decline" and not has_twin:
             raise tap.unittest.SkipTest("this QEMU has no x-twin-socket "
                                         "property: it never offers the twin socket")
         extra = ["--twin-socket", twin, "--spin", str(SPIN_MS),
