@@ -164,13 +164,14 @@ SUITES_QUICK = \
 # every memory backend x dma-access value (about 45 s on 2 cores).
 INTEROP_UPSTREAM_SUITES = \
 	"interop-upstream-probe@120=$(PYTHON) tests/interop/probe-library.py --library upstream --server $(INTEROP_SERVER_UPSTREAM)" \
-	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)"
+	"interop-upstream@300=$(PYTHON) tests/interop/upstream-tests.py --qemu $(QEMU) --server $(INTEROP_SERVER_UPSTREAM)" \
+	"interop-twin@600=$(PYTHON) tests/interop/twin-tests.py --qemu $(QEMU) --lvu-server $(INTEROP_SERVER_UPSTREAM) --dma-server $(SERVER)"
 
 # The benchmark machinery, briefly, for its data checks (no timing claims).
 BENCH_SMOKE = $(PYTHON) bench/run-bench.py --smoke --qemu $(QEMU) --baseline-qemu $(QEMU) \
 	--server $(SERVER) --memcpy $(PROJECT_BUILD)/bench/memcpy-bench \
 	--socket-limit $(PROJECT_BUILD)/bench/socket-limit \
-	--out $(BUILD)/bench-smoke --modes mmap,file-io-fd,file-io-procmem,message
+	--out $(BUILD)/bench-smoke --modes mmap,file-io-fd,file-io-procmem,message,message-1sock
 
 # The unpatched client's known failures (wrong message layout, private file
 # RAM offered for mmap), asserted so that the tests are seen to catch them.

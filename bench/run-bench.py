@@ -58,8 +58,21 @@ MODES = [
     ('file-io-fd', 'file I/O, RAM fd (memfd)', 'memfd', 'file-io', 'file-io'),
     ('file-io-procmem', 'file I/O, /proc/self/mem (ram)', 'ram', 'file-io',
      'file-io'),
-    ('message', 'message (ram, auto)', 'ram', 'auto', 'message'),
+    ('message', 'message (ram, auto), twin socket', 'ram', 'auto',
+     'message'),
+    ('message-1sock', 'message (ram, auto), one socket', 'ram', 'auto',
+     'message'),
 ]
+# Server options of a mode, and what its `version:` log line must say about
+# the twin socket (issue 12): message DMA on a socket of its own when the
+# client offers one, and with the server declining it (--no-twin-socket),
+# so that both share one run.  A QEMU without the twin socket never offers
+# it: its message rows then say "not-offered" (recorded, not a failure).
+SERVER_ARGS = {'message-1sock': ['--no-twin-socket'],
+               'baseline': ['--baseline-dma-layout']}
+TWIN_WANT = {'message': ('on', 'not-offered'),
+             'message-1sock': ('declined', 'not-offered')}
+TWIN_RE = r'^version: .* twin-socket=(\S+)'
 BASELINE = ('baseline', 'baseline: QEMU 10.2.2, message (ram)', 'ram',
             None, 'message')
 
@@ -167,7 +180,8 @@ def run_mode(args, mode, tmp, log, known_broken=None):
     name, _label, backend, dma_access, want_mode = mode
     is_base = name == 'baseline'
     s = Session(args, tmp, args.baseline_qemu if is_base else args.qemu,
-                ['--baseline-dma-layout'] if is_base else [])
+                SERVER_ARGS.get(name, []))
+    twin = None
     rows = []
     fail_at = None          # index of the case that failed in this round
     first_bad, known_err = known_broken or (None, None)
@@ -185,6 +199,10 @@ def run_mode(args, mode, tmp, log, known_broken=None):
             modes = [md for b, sz, md in s.regions() if b <= base < b + sz]
             check(modes == [want_mode], '%s: guest RAM at 0x%x registered '
                   'as %s, expected %s' % (name, base, modes, want_mode))
+        twin = s.server.expect(TWIN_RE, START_TIMEOUT, s.qemu).group(1)
+        check(name not in TWIN_WANT or twin in TWIN_WANT[name],
+              '%s: the server says twin-socket=%s, expected one of %s'
+              % (name, twin, TWIN_WANT.get(name)))
         data = os.urandom(max(SIZES))
         s.qt.memwrite(AREA_READ, data)
         for i, (length, direction) in enumerate(cases):
@@ -211,6 +229,8 @@ def run_mode(args, mode, tmp, log, known_broken=None):
                              'gbps': None, 'error': err})
     finally:
         rc = s.close()
+    for r in rows:
+        r['twin_socket'] = twin
     check(rc == 0 or fail_at is not None, '%s: server exited with status '
           '%s: %s' % (name, rc, ' | '.join(s.server.log[-5:])))
     return rows
@@ -415,18 +435,24 @@ def targets(rows):
                            size, 1.0, 'gbps', True))
     # Message DMA against its limit and against QEMU 10.2.2: ops/s at one
     # size is throughput over the size, so their ratios are the same.
-    for d in ('read', 'write'):
-        wanted.append(('message p50 <= 1.5x socket-limit p50, %s 4 KiB' % d,
-                       'message', 'socket-limit', d, 4 * KiB, 1.5, 'p50_us',
-                       False))
-    for d in ('read', 'write'):
-        wanted.append(('message ops/s >= 2x baseline, %s 4 KiB' % d,
-                       'message', 'baseline', d, 4 * KiB, 2.0, 'gbps', False))
-    for size in (64 * KiB, 128 * KiB, 256 * KiB):
+    # Both ways of message DMA, twin socket and one socket (issue 12).
+    for m, what in (('message', 'message, twin socket'),
+                    ('message-1sock', 'message, one socket')):
         for d in ('read', 'write'):
-            wanted.append(('message throughput >= 1.5x baseline, %s %s'
-                           % (d, size_name(size)), 'message', 'baseline', d,
-                           size, 1.5, 'gbps', False))
+            wanted.append(('%s: p50 <= 1.5x socket-limit p50, %s 4 KiB'
+                           % (what, d), m, 'socket-limit', d, 4 * KiB, 1.5,
+                           'p50_us', False))
+        for d in ('read', 'write'):
+            wanted.append(('%s: ops/s >= 2x baseline, %s 4 KiB' % (what, d),
+                           m, 'baseline', d, 4 * KiB, 2.0, 'gbps', False))
+        # 10.2.2 serves nothing above 128 KiB (docs/benchmarks.md,
+        # Baseline): 256 KiB stays n/a, and the issue's 1 MiB cannot be
+        # compared at all.
+        for size in (64 * KiB, 128 * KiB, 256 * KiB):
+            for d in ('read', 'write'):
+                wanted.append(('%s: throughput >= 1.5x baseline, %s %s'
+                               % (what, d, size_name(size)), m, 'baseline',
+                               d, size, 1.5, 'gbps', False))
     out = []
     for desc, a, b, d, size, goal, metric, quiet in wanted:
         p = round_ratios(rows, a, b, d, size, metric)
@@ -457,8 +483,16 @@ def targets(rows):
 
 
 def markdown(rows, meta):
-    modes = [m[0] for m in MODES] + ['baseline', 'memcpy', 'socket-limit']
+    # the message rows next to their limit and to 10.2.2
+    modes = (['memcpy'] + [m[0] for m in MODES if 'message' not in m[0]] +
+             ['socket-limit'] + [m[0] for m in MODES if 'message' in m[0]] +
+             ['baseline'])
     labels = dict((m[0], m[1]) for m in MODES + [BASELINE])
+    for m in TWIN_WANT:
+        r = next((r for r in rows if r.get('mode') == m and
+                  r.get('twin_socket')), None)
+        if r and r['twin_socket'] == 'not-offered':
+            labels[m] += ' (this QEMU offers no twin socket)'
     labels['memcpy'] = 'memcpy (machine limit)'
     labels['socket-limit'] = 'socket round trip (message limit)'
     lines = ['# DMA benchmark results', '',
@@ -487,7 +521,10 @@ def markdown(rows, meta):
               'brackets.', '',
               '| size | dir | mmap / memcpy | file I/O proc-mem / message | '
               'message / baseline | message / socket-limit | '
-              'p50: message / socket-limit |', '|---|---|---:|---:|---:|---:|---:|']
+              'p50: message / socket-limit | message, one socket / baseline | '
+              'p50: message, one socket / socket-limit | '
+              'message: twin / one socket |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for size in SIZES:
         for d in ('read', 'write'):
             cells = []
@@ -496,7 +533,10 @@ def markdown(rows, meta):
                     ('file-io-procmem', 'message', '%.1f', 'gbps'),
                     ('message', 'baseline', '%.2f', 'gbps'),
                     ('message', 'socket-limit', '%.2f', 'gbps'),
-                    ('message', 'socket-limit', '%.2f', 'p50_us')):
+                    ('message', 'socket-limit', '%.2f', 'p50_us'),
+                    ('message-1sock', 'baseline', '%.2f', 'gbps'),
+                    ('message-1sock', 'socket-limit', '%.2f', 'p50_us'),
+                    ('message', 'message-1sock', '%.2f', 'gbps')):
                 p = round_ratios(rows, a, b, d, size, metric)
                 if not p:
                     cells.append('n/a')

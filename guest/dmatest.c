@@ -13,6 +13,9 @@
  * Arguments (key=value): phys=ADDR size=BYTES irq=intx|poll
  * sizes=N:N:... seconds=S (repeat the sizes until S seconds have passed, to
  * keep the device busy while something else runs; default: once).
+ * spin=MS (with irq=poll): poll STATUS without pausing, reading the device's
+ * registers back to back while its DMA runs, time every one of those reads,
+ * print "DMATEST REGREADS n=N max_us=U" and fail if one took MS or more.
  * Output ends with one line:
  *   DMATEST RESULT pass=N fail=M bytes=B mbps=X irqs=K
  */
@@ -39,6 +42,10 @@ static volatile uint32_t *bar;
 static char devdir[300];
 static int uio_fd = -1;
 static unsigned long irqs_seen;
+/* spin=: the limit (ms; 0: off), the reads timed, the slowest (s) */
+static double spin_ms;
+static unsigned long spin_reads;
+static double spin_max;
 
 static void die(const char *what)
 {
@@ -153,6 +160,20 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A register read while the DMA runs, timed (spin=). */
+static uint32_t timed_rd(unsigned off)
+{
+    double t = now();
+    uint32_t v = rd(off);
+    double dt = now() - t;
+
+    spin_reads++;
+    if (dt > spin_max) {
+        spin_max = dt;
+    }
+    return v;
+}
+
 /* Wait for the command to finish; 0 on success. */
 static int wait_done(void)
 {
@@ -186,7 +207,19 @@ static int wait_done(void)
             printf("DMATEST ERROR command timed out\n");
             return -1;
         }
-        usleep(1000);
+        if (spin_ms > 0) {
+            /* back to back: what the command count, buffer size and
+             * status registers say must stay sane meanwhile */
+            if (timed_rd(DMAENG_REG_BUF_SIZE) != DMAENG_BUF_SIZE ||
+                timed_rd(DMAENG_REG_ID) != DMAENG_ID_VALUE) {
+                printf("DMATEST ERROR register read wrong while busy\n");
+                return -1;
+            }
+            timed_rd(DMAENG_REG_CMD_COUNT);
+            timed_rd(DMAENG_REG_STATUS);
+        } else {
+            usleep(1000);
+        }
     }
     uint32_t st = rd(DMAENG_REG_STATUS);
     if (st != DMAENG_STATUS_DONE) {
@@ -262,6 +295,8 @@ int main(int argc, char **argv)
             snprintf(sizes_arg, sizeof(sizes_arg), "%s", argv[i] + 6);
         } else if (!strncmp(argv[i], "seconds=", 8)) {
             seconds = strtod(argv[i] + 8, NULL);
+        } else if (!strncmp(argv[i], "spin=", 5)) {
+            spin_ms = strtod(argv[i] + 5, NULL);
         } else {
             printf("DMATEST ERROR unknown argument %s\n", argv[i]);
             return 2;
@@ -374,6 +409,14 @@ int main(int argc, char **argv)
            (unsigned long long)rd64(counter(1)), (unsigned long long)rd64(counter(1) + 8),
            (unsigned long long)rd64(counter(2)), (unsigned long long)rd64(counter(2) + 8),
            rd(DMAENG_REG_IRQ_COUNT));
+    if (spin_ms > 0) {
+        printf("DMATEST REGREADS n=%lu max_us=%.0f\n", spin_reads, spin_max * 1e6);
+        if (spin_max * 1e3 >= spin_ms) {
+            printf("DMATEST FAIL a register read took %.1f ms while DMA ran\n",
+                   spin_max * 1e3);
+            fail++;
+        }
+    }
     if (uio_fd >= 0 && irqs_seen != pass + fail) {
         /* every command should have interrupted exactly once */
         printf("DMATEST FAIL interrupts seen %lu for %u commands\n", irqs_seen, pass + fail);

@@ -4,6 +4,7 @@
     scripts/run-guest.py --qemu Q --server S --guest-dir D
         [--memory memfd|ram|file-private|file-shared]
         [--dma-access auto|mmap|file-io|message] [--legacy] [--net]
+        [--twin-socket on|off|decline] [--spin MS] [--dma-seconds S]
 
 Starts the server, boots the guest (TCG) with the DMA engine attached as
 vfio-user-pci, and prints which access mode each DMA region got, what the
@@ -14,6 +15,10 @@ user): while the DMA test runs (repeated for a few seconds), the guest
 fetches a file over and over from an HTTP server this script runs on the
 host's loopback, which the guest reaches at 10.0.2.2 through slirp; every
 fetch must arrive intact.
+--twin-socket on|off sets vfio-user-pci's x-twin-socket (QEMU with the
+twin socket only); decline runs the server with --no-twin-socket.  --spin MS
+(with --irq poll) makes the guest read the device's registers back to back
+while its DMA runs and fail if one read takes MS or more.
 --json FILE also writes everything it found, for tests/guest/boot-tests.py.
 """
 import argparse
@@ -47,6 +52,8 @@ DMA_SIZE = 16 << 20
 RESULT_RE = re.compile(r"DMATEST RESULT pass=(\d+) fail=(\d+) bytes=(\d+) "
                        r"mbps=([0-9.]+) irqs=(\d+)")
 COUNTERS_RE = re.compile(r"DMATEST COUNTERS (.*)")
+REGREADS_RE = re.compile(r"DMATEST REGREADS n=(\d+) max_us=(\d+)")
+TWIN_RE = re.compile(r"^version: .* twin-socket=(\S+)", re.M)
 NET_GET_RE = re.compile(r"NETTEST GET (\d+) bytes=(\d+) sha256=([0-9a-f]+) "
                         r"dma-running=(yes|no)")
 NET_PAYLOAD = 256 << 10
@@ -142,6 +149,11 @@ def parse_outputs(workdir):
         out["result"] = {"pass": int(m.group(1)), "fail": int(m.group(2)),
                          "bytes": int(m.group(3)), "mbps": float(m.group(4)),
                          "irqs": int(m.group(5))}
+    m = REGREADS_RE.search(guest)
+    out["regreads"] = ({"n": int(m.group(1)), "max_us": int(m.group(2))}
+                       if m else None)
+    m = TWIN_RE.search(out["server_log"])
+    out["twin_socket"] = m.group(1) if m else None
     m = COUNTERS_RE.search(guest)
     if m:
         out["guest_counters"] = {k: int(v) for k, v in
@@ -167,6 +179,10 @@ def run(args, workdir):
               f"iomem=relaxed dmatest.args=phys={DMA_PHYS:#x},size={DMA_SIZE},irq={args.irq}")
     if args.sizes:
         append += f",sizes={args.sizes}"
+    if args.spin:
+        append += f",spin={args.spin:g}"
+    if args.dma_seconds and not args.net:
+        append += f",seconds={args.dma_seconds:g}"
     files = None
     if args.net:
         files = FileServer()
@@ -181,8 +197,9 @@ def run(args, workdir):
     start = time.monotonic()
     try:
         try:
-            server = dmaserver.DmaServer(args.server, workdir,
-                                         ["--legacy"] if args.legacy else [])
+            server = dmaserver.DmaServer(
+                args.server, workdir, (["--legacy"] if args.legacy else []) +
+                (["--no-twin-socket"] if args.twin_socket == "decline" else []))
         except procs.TestFailure as e:
             raise RuntimeError(f"server did not start: {e}")
         qemu_cmd = ([args.qemu, "-accel", args.accel, "-nographic", "-no-reboot"] +
@@ -190,7 +207,10 @@ def run(args, workdir):
                     ["-kernel", os.path.join(args.guest_dir, "vmlinuz"),
                      "-initrd", os.path.join(args.guest_dir, "initrd.gz"),
                      "-append", append, "-device",
-                     json.dumps(vfio_user_device(server.sock_path, args.dma_access))])
+                     json.dumps(vfio_user_device(
+                         server.sock_path, args.dma_access,
+                         props={"x-twin-socket": args.twin_socket == "on"}
+                         if args.twin_socket in ("on", "off") else None))])
         qemu = procs.start(qemu_cmd, stdout=logs["guest.log"], stderr=logs["qemu.err"])
         try:
             info["qemu_rc"] = qemu.wait(args.timeout)
@@ -269,6 +289,10 @@ def summarize(args, info):
         print("  guest: no result line")
     for line in info["guest_failures"]:
         print(f"    {line}")
+    if info["regreads"]:
+        r = info["regreads"]
+        print(f"  guest: {r['n']} register reads while DMA ran, slowest {r['max_us']} us")
+    print(f"  twin socket: {info['twin_socket']}")
     n = info.get("net")
     if n:
         print(f"  network: the guest fetched the host's file {n['fetched']} times "
@@ -299,6 +323,13 @@ def main():
     ap.add_argument("--sizes", help="transfer sizes, colon separated")
     ap.add_argument("--net", action="store_true",
                     help="user networking: the guest fetches a file from the host during DMA")
+    ap.add_argument("--twin-socket", choices=["on", "off", "decline"],
+                    help="x-twin-socket on/off, or the server declines it")
+    ap.add_argument("--spin", type=float,
+                    help="with --irq poll: register reads back to back during "
+                    "DMA, each under this many ms")
+    ap.add_argument("--dma-seconds", type=float,
+                    help="repeat the sizes for this many seconds (not with --net)")
     ap.add_argument("--timeout", type=float, default=90)
     ap.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                     help="auto: KVM if a probe boot works with it, else TCG")

@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "device.h"
@@ -14,12 +15,42 @@
 #include "protocol.h"
 #include "regions.h"
 
+/*
+ * The client's "twin_socket" capability: 1 offered, 0 not (absent, or
+ * "supported" false or absent), -EINVAL malformed.
+ */
+static int twin_offered(struct json_object *caps)
+{
+    struct json_object *twin, *v;
+
+    if (!json_object_object_get_ex(caps, "twin_socket", &twin)) {
+        return 0;
+    }
+    if (!json_object_is_type(twin, json_type_object)) {
+        return -EINVAL;
+    }
+    if (!json_object_object_get_ex(twin, "supported", &v)) {
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_boolean)) {
+        return -EINVAL;
+    }
+    return json_object_get_boolean(v) ? 1 : 0;
+}
+
+/*
+ * VERSION.  If the client offers the twin socket and we were not told to
+ * decline, *twin_fd gets the client's end of a new twin socket, to go with
+ * the reply as its fd 0 (the caller closes it after sending).
+ */
 static int handle_version(struct conn *c, struct vu_msg *m,
-                          char *reply, size_t *reply_len)
+                          char *reply, size_t *reply_len, int *twin_fd)
 {
     uint16_t major;
     size_t caps_len;
     uint64_t max_xfer = VU_OUR_MAX_XFER;    /* the spec's default */
+    int offered = 0;
+    const char *twin_caps = "";
 
     if (c->negotiated || m->len < 4) {
         return EINVAL;
@@ -57,12 +88,27 @@ static int handle_version(struct conn *c, struct vu_msg *m,
                     max_xfer = (uint64_t)x;
                 }
             }
+            if (!err && (offered = twin_offered(caps)) < 0) {
+                fprintf(log_file, "error: bad client twin_socket capability\n");
+                err = EINVAL;
+            }
         }
         json_object_put(root);
         json_tokener_free(tok);
         if (err) {
             return err;
         }
+    }
+    if (offered && !c->no_twin) {
+        *twin_fd = conn_open_twin(c);
+        if (*twin_fd < 0) {
+            fprintf(log_file, "error: cannot make the twin socket: %s\n",
+                    strerror(-*twin_fd));
+            return -*twin_fd;
+        }
+        twin_caps = ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}";
+    } else if (offered) {
+        twin_caps = ",\"twin_socket\":{\"supported\":false}";
     }
     c->peer_max_xfer = max_xfer;
     c->negotiated = true;
@@ -72,10 +118,13 @@ static int handle_version(struct conn *c, struct vu_msg *m,
     int n = snprintf(reply + 4, 256,
                      "{\"capabilities\":{\"max_msg_fds\":%d,"
                      "\"max_data_xfer_size\":%u,\"pgsizes\":4096,"
-                     "\"max_dma_maps\":1024}}", VU_MAX_FDS, VU_OUR_MAX_XFER);
+                     "\"max_dma_maps\":1024%s}}", VU_MAX_FDS, VU_OUR_MAX_XFER,
+                     twin_caps);
     *reply_len = 4 + (size_t)n + 1;
-    fprintf(log_file, "version: client max_data_xfer_size=%llu%s\n",
-            (unsigned long long)max_xfer, c->legacy ? " (legacy server mode)" : "");
+    fprintf(log_file, "version: client max_data_xfer_size=%llu twin-socket=%s%s\n",
+            (unsigned long long)max_xfer,
+            !offered ? "not-offered" : c->twin >= 0 ? "on" : "declined",
+            c->legacy ? " (legacy server mode)" : "");
     return 0;
 }
 
@@ -310,11 +359,18 @@ void dispatch(struct conn *c, struct vu_msg *m)
         struct vfio_region_info region;
         struct vfio_irq_info irq;
     } info;
-    char version_reply[300];
+    char version_reply[340];
     uint8_t *reply = NULL, *owned = NULL;
     size_t reply_len = 0;
-    int err;
+    int err, reply_fd = -1;
 
+    if (m->on_twin && (m->hdr.flags & VU_FLAG_TYPE_MASK) != VU_FLAG_REPLY) {
+        /* The twin socket is ours to ask on: the client only answers there. */
+        fprintf(log_file, "error: command %u sent on the twin socket\n",
+                m->hdr.command);
+        c->dead = c->broken = true;
+        return;
+    }
     if ((m->hdr.flags & VU_FLAG_TYPE_MASK) != 0) {
         if ((m->hdr.flags & VU_FLAG_TYPE_MASK) == VU_FLAG_REPLY) {
             /* e.g. the answer to a DMA request that had timed out */
@@ -339,7 +395,7 @@ void dispatch(struct conn *c, struct vu_msg *m)
 
     switch (m->hdr.command) {
     case VFIO_USER_VERSION:
-        err = handle_version(c, m, version_reply, &reply_len);
+        err = handle_version(c, m, version_reply, &reply_len, &reply_fd);
         reply = (uint8_t *)version_reply;
         break;
     case VFIO_USER_DMA_MAP:
@@ -385,6 +441,9 @@ void dispatch(struct conn *c, struct vu_msg *m)
         break;
     }
     msg_close_fds(m);       /* whatever a handler did not keep */
-    send_reply(c, m, err, reply, reply_len);
+    send_reply_fd(c, m, err, reply, reply_len, reply_fd);
+    if (reply_fd >= 0) {
+        close(reply_fd);    /* the client has its own copy now */
+    }
     free(owned);
 }

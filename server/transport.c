@@ -1,6 +1,7 @@
 /*
  * vfio-user transport (transport.h): framing, fds, replies, and calls to
- * the client, whose replies the main loop hands back to the waiting task.
+ * the client, whose replies the main loop hands back to the waiting task;
+ * the twin socket, when VERSION made one, carries those calls.
  */
 #include <errno.h>
 #include <poll.h>
@@ -98,8 +99,46 @@ static int read_full(int fd, void *buf, size_t len)
 }
 
 /*
- * Receive one message.  timeout_ms applies to the first byte only (-1: wait
- * for ever).  Any error means the stream can no longer be trusted.
+ * Wait until the main socket or the twin socket is readable and pick one:
+ * when both are, the one not read last time, so that a client answering
+ * our DMA at once cannot starve its own requests (or the reverse).  0 with
+ * *fd set, or ETIMEDOUT, EINTR (stop requested), another errno.
+ */
+static int wait_either(struct conn *c, int timeout_ms, int *fd)
+{
+    struct pollfd p[2] = {
+        { .fd = c->sock, .events = POLLIN },
+        { .fd = c->twin, .events = POLLIN },
+    };
+    nfds_t n = c->twin >= 0 ? 2 : 1;
+
+    for (;;) {
+        int r = poll(p, n, timeout_ms);
+        if (r > 0) {
+            bool main_ready = p[0].revents != 0;
+            bool twin_ready = n == 2 && p[1].revents != 0;
+            bool take_twin = twin_ready && (!main_ready || !c->twin_read_last);
+
+            c->twin_read_last = take_twin;
+            *fd = take_twin ? c->twin : c->sock;
+            return 0;
+        }
+        if (r == 0) {
+            return ETIMEDOUT;
+        }
+        if (errno != EINTR) {
+            return errno;
+        }
+        if (conn_stop_requested) {
+            return EINTR;
+        }
+    }
+}
+
+/*
+ * Receive one message from either socket.  timeout_ms applies to the first
+ * byte only (-1: wait for ever).  Any error means the stream can no longer
+ * be trusted.
  */
 int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms)
 {
@@ -113,15 +152,16 @@ int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms)
         .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
     };
     ssize_t n;
-    int err;
+    int err, fd = -1;
 
     memset(m, 0, sizeof(*m));
-    err = wait_readable(c->sock, timeout_ms);
+    err = wait_either(c, timeout_ms, &fd);
     if (err) {
         return err;
     }
+    m->on_twin = fd == c->twin;
     do {
-        n = recvmsg(c->sock, &mh, MSG_CMSG_CLOEXEC);
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
     if (n == 0) {
         return ECONNRESET;
@@ -153,7 +193,7 @@ int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms)
     }
 
     if (n < (ssize_t)sizeof(m->hdr)) {
-        err = read_full(c->sock, (uint8_t *)&m->hdr + n, sizeof(m->hdr) - (size_t)n);
+        err = read_full(fd, (uint8_t *)&m->hdr + n, sizeof(m->hdr) - (size_t)n);
         if (err) {
             msg_close_fds(m);
             return err == ETIMEDOUT ? EPROTO : err;
@@ -172,7 +212,7 @@ int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms)
             msg_close_fds(m);
             return ENOMEM;
         }
-        err = read_full(c->sock, m->data, m->len);
+        err = read_full(fd, m->data, m->len);
         if (err) {
             /* The stream cannot be resynchronised after a partial message. */
             fprintf(log_file, "error: message (command %u id %u) of %u bytes "
@@ -185,24 +225,44 @@ int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms)
     return 0;
 }
 
-static int send_msg(struct conn *c, const struct vu_hdr *hdr,
-                    const void *payload, size_t len)
+/* Send one message on sock; fd (if >= 0) goes with its first byte. */
+static int send_msg(int sock, const struct vu_hdr *hdr,
+                    const void *payload, size_t len, int fd)
 {
     struct iovec iov[2] = {
         { .iov_base = (void *)hdr, .iov_len = sizeof(*hdr) },
         { .iov_base = (void *)payload, .iov_len = len },
     };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
     size_t left = sizeof(*hdr) + len;
 
+    if (fd >= 0) {
+        struct cmsghdr *cm;
+
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = sizeof(ctl.buf);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    }
     while (left > 0) {
-        ssize_t n = sendmsg(c->sock, &mh, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return errno;
         }
+        /* The fd went with the bytes sent; not again with the rest. */
+        mh.msg_control = NULL;
+        mh.msg_controllen = 0;
         left -= (size_t)n;
         /* Partial write: advance the iovecs. */
         while (n > 0 && mh.msg_iovlen > 0) {
@@ -221,7 +281,13 @@ static int send_msg(struct conn *c, const struct vu_hdr *hdr,
 }
 
 void send_reply(struct conn *c, const struct vu_msg *req, int err,
-                       const void *payload, size_t len)
+                const void *payload, size_t len)
+{
+    send_reply_fd(c, req, err, payload, len, -1);
+}
+
+void send_reply_fd(struct conn *c, const struct vu_msg *req, int err,
+                   const void *payload, size_t len, int fd)
 {
     struct vu_hdr h = {
         .id = req->hdr.id,
@@ -239,11 +305,26 @@ void send_reply(struct conn *c, const struct vu_msg *req, int err,
     }
     if (err) {
         len = 0;
+        fd = -1;
     }
     h.size = (uint32_t)(sizeof(h) + len);
-    if (send_msg(c, &h, payload, len)) {
+    if (send_msg(c->sock, &h, payload, len, fd)) {
         c->dead = true;
     }
+}
+
+int conn_open_twin(struct conn *c)
+{
+    int sv[2];
+
+    if (c->twin >= 0) {
+        return -EEXIST;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        return -errno;
+    }
+    c->twin = sv[0];
+    return sv[1];
 }
 
 int conn_call(struct conn *c, uint16_t cmd, const void *payload, size_t len,
@@ -260,7 +341,9 @@ int conn_call(struct conn *c, uint16_t cmd, const void *payload, size_t len,
     if (c->dead) {
         return ECONNRESET;
     }
-    err = send_msg(c, &h, payload, len);
+    /* With the twin socket our requests never meet the client's on one
+     * stream: each side has a socket on which it alone asks. */
+    err = send_msg(c->twin >= 0 ? c->twin : c->sock, &h, payload, len, -1);
     if (err) {
         c->dead = true;
         return err;
@@ -287,8 +370,11 @@ int conn_wait_ms(const struct conn *c)
 bool conn_take_reply(struct conn *c, struct vu_msg *m, int err)
 {
     if (!c->waiting || (!err && ((m->hdr.flags & VU_FLAG_TYPE_MASK) != VU_FLAG_REPLY ||
-                                 m->hdr.id != c->call_id))) {
-        return false;       /* no call in flight, or a request to serve */
+                                 m->hdr.id != c->call_id ||
+                                 m->on_twin != (c->twin >= 0)))) {
+        /* No call in flight, or a request to serve; with the twin socket,
+         * our reply comes on it and on nothing else. */
+        return false;
     }
     c->waiting = false;
     memset(&c->call_reply, 0, sizeof(c->call_reply));

@@ -1,7 +1,8 @@
 /*
  * vfio-user transport: message framing on the UNIX socket, fds passed
- * along, and calls from the server to the client (DMA_READ/DMA_WRITE).
- * Knows nothing about what the messages mean.
+ * along, and calls from the server to the client (DMA_READ/DMA_WRITE),
+ * on the twin socket once VERSION has set one up.  Knows nothing about
+ * what the messages mean.
  */
 #ifndef SERVER_TRANSPORT_H
 #define SERVER_TRANSPORT_H
@@ -43,6 +44,7 @@ struct vu_msg {
     size_t len;
     int fds[VU_MAX_FDS];
     int nfds;
+    bool on_twin;           /* it came on the twin socket */
 };
 
 /*
@@ -54,6 +56,10 @@ struct vu_msg {
  */
 struct conn {
     int sock;
+    /* The server's end of the twin socket (docs/server.md, "Twin socket"):
+     * our DMA requests and the client's replies to them; -1 without. */
+    int twin;
+    bool twin_read_last;    /* recv_msg's turn when both are readable */
     bool dead;              /* protocol broken or peer gone: stop serving */
     bool broken;            /* the client violated the protocol */
     uint16_t next_id;
@@ -70,6 +76,7 @@ struct conn {
     /* Options from the command line. */
     bool legacy;            /* behave like a pre-revision server */
     bool baseline_dma_layout;   /* DMA_READ/WRITE as QEMU 10.2.2 lays them out */
+    bool no_twin;           /* decline the client's twin-socket offer */
 };
 
 /* Set by a signal handler: waits give up with EINTR. */
@@ -79,17 +86,26 @@ extern volatile sig_atomic_t conn_stop_requested;
  * errno.  timeout_ms -1: no limit. */
 int wait_readable(int fd, int timeout_ms);
 
-/* Receive one message; timeout_ms applies to its first byte only.  Any
- * error means the stream can no longer be trusted. */
+/* Receive one message from the main socket or the twin socket (m->on_twin
+ * says which); timeout_ms applies to its first byte only.  Any error means
+ * the stream can no longer be trusted. */
 int recv_msg(struct conn *c, struct vu_msg *m, int timeout_ms);
 
 /* Reply to a client request (nothing for posted requests); a failed send
- * marks the connection dead. */
+ * marks the connection dead.  send_reply_fd also passes fd (if >= 0). */
 void send_reply(struct conn *c, const struct vu_msg *req, int err,
                 const void *payload, size_t len);
+void send_reply_fd(struct conn *c, const struct vu_msg *req, int err,
+                   const void *payload, size_t len, int fd);
+
+/* Make the twin socket: c->twin gets our end, the return value (or -errno)
+ * is the client's end, for the VERSION reply; the caller closes it once
+ * sent. */
+int conn_open_twin(struct conn *c);
 
 /*
- * From the task: send a server->client request, let the main loop run
+ * From the task: send a server->client request (on the twin socket if there
+ * is one), let the main loop run
  * until the reply is there or VU_PEER_TIMEOUT_MS have passed, and return 0
  * with *reply filled (free it with msg_free), or a positive errno.
  */

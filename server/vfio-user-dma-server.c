@@ -9,8 +9,10 @@
  *   regions.c               DMA region table, mmap and file I/O access
  *   msgdma.c, memguard.c    message DMA; memcpy that survives SIGBUS
  *   transport.c             framing, fds, calls to the client
- * The main loop alone reads the socket and serves requests; a device
- * command runs as a task that it suspends and resumes (run_task).
+ * The main loop alone reads the sockets (the client's and, once VERSION
+ * set it up, the twin socket for our DMA requests' replies) and serves
+ * requests; a device command runs as a task that it suspends and resumes
+ * (run_task).
  *
  * One client at a time; the server exits when that client goes away.
  */
@@ -30,7 +32,8 @@
 #include "regions.h"
 #include "transport.h"
 
-static struct conn c = { .sock = -1, .next_id = 1, .peer_max_xfer = VU_OUR_MAX_XFER };
+static struct conn c = { .sock = -1, .twin = -1, .next_id = 1,
+                         .peer_max_xfer = VU_OUR_MAX_XFER };
 static bool task_running;
 
 static void task_main(void)
@@ -103,12 +106,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vfio-user-dma-server --socket PATH [--legacy] [--baseline-dma-layout]\n"
-            "                            [--stats FILE] [--log FILE]\n"
+            "                            [--no-twin-socket] [--stats FILE] [--log FILE]\n"
             "  --socket PATH    UNIX socket to listen on (must not exist, or be a stale socket)\n"
             "  --legacy         act like a server from before the DMA access-mode revision\n"
             "  --baseline-dma-layout\n"
             "                   DMA_READ/DMA_WRITE in the layout of the baseline, unpatched\n"
             "                   QEMU 10.2.2 (not the specification's; for benchmarking it)\n"
+            "  --no-twin-socket decline the client's twin-socket offer: our DMA requests\n"
+            "                   and its replies share the one socket with its requests\n"
             "  --stats FILE     write the per-access-mode counters as JSON on exit\n"
             "  --log FILE       log here instead of standard error\n");
 }
@@ -149,6 +154,7 @@ int main(int argc, char **argv)
         { "socket", required_argument, NULL, 's' },
         { "legacy", no_argument, NULL, 'L' },
         { "baseline-dma-layout", no_argument, NULL, 'O' },
+        { "no-twin-socket", no_argument, NULL, 'T' },
         { "stats", required_argument, NULL, 'S' },
         { "log", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
@@ -164,6 +170,7 @@ int main(int argc, char **argv)
         case 's': sock_path = optarg; break;
         case 'L': c.legacy = true; break;
         case 'O': c.baseline_dma_layout = true; break;
+        case 'T': c.no_twin = true; break;
         case 'S': stats_path = optarg; break;
         case 'l': log_path = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -190,8 +197,9 @@ int main(int argc, char **argv)
     if (lfd < 0) {
         return 1;
     }
-    fprintf(log_file, "listening on %s%s%s\n", sock_path, c.legacy ? " (legacy)" : "",
-            c.baseline_dma_layout ? " (baseline DMA message layout)" : "");
+    fprintf(log_file, "listening on %s%s%s%s\n", sock_path, c.legacy ? " (legacy)" : "",
+            c.baseline_dma_layout ? " (baseline DMA message layout)" : "",
+            c.no_twin ? " (no twin socket)" : "");
 
     if (wait_readable(lfd, -1) == 0) {
         c.sock = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -239,6 +247,9 @@ int main(int argc, char **argv)
     }
     fprintf(log_file, "client gone, shutting down\n");
     close(c.sock);
+    if (c.twin >= 0) {
+        close(c.twin);
+    }
     region_remove_all(true);
     dev_close_irqs();
     print_stats(log_file);

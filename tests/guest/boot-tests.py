@@ -12,6 +12,11 @@ carried all the traffic (and no other mode any), and the counters the guest
 read from the device equal the ones the server wrote on exit.  The "+net"
 cases also give the guest a NIC on user networking (-netdev user) and check
 that the guest fetched a file from the host, intact, while its DMA ran.
+The "twin" cases (issue 12) have the guest read the device's registers back
+to back while its message DMA runs, with the twin socket negotiated or
+declined by the server: the data must be exact and no register read may
+take 100 ms or more.  With a QEMU that has no x-twin-socket property the
+negotiated case is skipped.
 """
 import argparse
 import json
@@ -25,6 +30,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import procs  # noqa: E402
 import tap  # noqa: E402
+from qemu import device_has_property  # noqa: E402
 RUN_GUEST = os.path.join(HERE, "..", "..", "scripts", "run-guest.py")
 CASE_TIMEOUT = 90
 MODES = ("mmap", "file-io", "message")
@@ -78,7 +84,20 @@ NET_CASES = [
 ]
 
 
-def run_case(args, memory, mode, legacy, irq, workdir, net=False):
+# Register reads while message DMA runs: (twin socket, expected server log)
+# twin: "on" (x-twin-socket=on, the server accepts), "decline" (the
+# server runs with --no-twin-socket) or "off" (x-twin-socket=off).
+TWIN_CASES = [
+    ("on", "on"),
+    ("decline", "declined"),
+    ("off", "not-offered"),     # x-twin-socket=off: the client does not offer
+]
+SPIN_MS = 100           # no register read may take this long
+TWIN_SIZES = "4096:65536:1048576:2097152"
+TWIN_SECONDS = 5        # the sizes again and again for this long
+
+
+def run_case(args, memory, mode, legacy, irq, workdir, net=False, extra=()):
     out_json = os.path.join(workdir, "result.json")
     cmd = [sys.executable, RUN_GUEST, "--qemu", args.qemu, "--server", args.server,
            "--guest-dir", args.guest_dir, "--memory", memory,
@@ -90,6 +109,7 @@ def run_case(args, memory, mode, legacy, irq, workdir, net=False):
         cmd.append("--net")
     if mode:
         cmd += ["--dma-access", mode]
+    cmd += list(extra)
     proc = procs.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         text, _ = proc.communicate(timeout=CASE_TIMEOUT)
@@ -208,6 +228,35 @@ def case(args, n, name, memory, mode, legacy, irq, net, expect):
     return tap.FunctionCase(name, run)
 
 
+def twin_case(args, name, twin, want, has_twin):
+    def run():
+        if twin != "decline" and not has_twin:
+            raise tap.unittest.SkipTest("this QEMU has no x-twin-socket "
+                                        "property: it never offers the twin socket")
+        extra = ["--twin-socket", twin, "--spin", str(SPIN_MS),
+                 "--sizes", TWIN_SIZES, "--dma-seconds", str(TWIN_SECONDS)]
+        with tempfile.TemporaryDirectory(prefix="guest-test-") as workdir:
+            info, text = run_case(args, "ram", "message", False, "poll",
+                                  workdir, extra=extra)
+        problems = problems_of(info, "message")
+        if info:
+            if has_twin and info["twin_socket"] != want:
+                problems.append(f"server says twin-socket={info['twin_socket']}, "
+                                f"expected {want}")
+            r = info["regreads"]
+            if not r or r["n"] < 100:
+                problems.append(f"too few register reads while DMA ran: {r}")
+            elif r["max_us"] >= SPIN_MS * 1000:
+                problems.append(f"a register read took {r['max_us']} us")
+        if problems:
+            print("\n".join(text.strip().splitlines()[-25:]))
+            raise AssertionError("; ".join(problems))
+        r = info["regreads"]
+        print(f"{info['result']['bytes']} bytes verified; {r['n']} register reads "
+              f"during DMA, slowest {r['max_us']} us")
+    return tap.FunctionCase(name, run)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qemu", required=True)
@@ -230,6 +279,13 @@ def main():
             if args.filter in name:
                 suite.addTest(case(args, suite.countTestCases() + 1, name, memory, mode,
                                    legacy, irq, net, expect))
+    if not args.baseline:
+        has_twin = device_has_property(args.qemu, "vfio-user-pci", "x-twin-socket")
+        for twin, want in TWIN_CASES:
+            name = (f"ram dma-access=message irq=poll twin-socket={twin}: register "
+                    f"reads during DMA under {SPIN_MS} ms")
+            if args.filter in name:
+                suite.addTest(twin_case(args, name, twin, want, has_twin))
     return tap.run(suite)
 
 

@@ -33,6 +33,18 @@
  *   0x18 ERRNO     errno of the last failed command, else 0
  *   0x1c CRC       CRC-32 (zlib flavour) of buf[0, LEN) after the command
  *   0x20 SEQ       number of finished commands
+ *   0x24 SCRATCH   read/write, no effect (register traffic for the tests)
+ *   0x28 STRESS_DONE   iterations the stress thread finished
+ *   0x2c STRESS_BAD    transfers of the stress thread that came back wrong
+ *
+ * Op 4 (stress) starts a second thread that runs message DMA (method 0)
+ * while the main thread goes on serving the client: LEN iterations, the
+ * i-th of 4 KiB << (i % 10) bytes (4 KiB .. 2 MiB); each writes the pattern
+ * of SEED + i to guest memory at ADDR, reads it back and compares, then
+ * reads the same length at ADDR + 2 MiB, where the test put the pattern of
+ * ~SEED, and compares.  STATUS stays pending until the thread has ended;
+ * it prints one "stress ..." line.  What this asks of the library and why
+ * it is safe here: see stress_main().
  *
  * Copyright: vfio-user client project <devel@vfio-user-client.invalid>
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -42,6 +54,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -71,20 +85,39 @@
 
 enum { REG_ADDR_LO = 0x00, REG_ADDR_HI = 0x04, REG_LEN = 0x08,
        REG_SEED = 0x0c, REG_CMD = 0x10, REG_STATUS = 0x14,
-       REG_ERRNO = 0x18, REG_CRC = 0x1c, REG_SEQ = 0x20 };
+       REG_ERRNO = 0x18, REG_CRC = 0x1c, REG_SEQ = 0x20,
+       REG_SCRATCH = 0x24, REG_STRESS_DONE = 0x28, REG_STRESS_BAD = 0x2c };
 
-enum { OP_PATTERN = 1, OP_TO_GUEST = 2, OP_FROM_GUEST = 3 };
+enum { OP_PATTERN = 1, OP_TO_GUEST = 2, OP_FROM_GUEST = 3, OP_STRESS = 4 };
+
+#define STRESS_SIZES    10                  /* 4 KiB << 0 .. 9 */
+#define STRESS_MAX      (4096u << (STRESS_SIZES - 1))
+#define STRESS_ITERS_MAX 100000u
+
+/* The stress thread's state; the main thread reads the atomics only. */
+struct stress {
+    pthread_t thread;
+    atomic_bool running;    /* started and not yet joined */
+    atomic_bool stop;       /* the main thread wants it to end */
+    atomic_uint done, bad;
+    uint32_t iters, seed;
+    int conn_fd;            /* the main socket, to tell the twin from it */
+    dma_sg_t *sg_a[STRESS_SIZES], *sg_b[STRESS_SIZES];
+    uint8_t *out, *in, *pat_b;
+};
 enum { METHOD_MSG = 0, METHOD_MAP = 1, METHOD_DIRECT = 2 };
 enum { ST_IDLE = 0, ST_PENDING = 1, ST_DONE = 2, ST_FAILED = 3 };
 
 struct dev {
     vfu_ctx_t *ctx;
     uint64_t addr;
-    uint32_t len, seed, cmd, status, err, crc, seq;
+    uint32_t len, seed, cmd, err, crc, seq, scratch;
+    _Atomic uint32_t status;    /* the stress thread sets it at its end */
     bool pending;
     bool lost;          /* the library dropped the connection mid-transfer */
     uint8_t *buf;
     dma_sg_t *sg;
+    struct stress stress;
 };
 
 /*
@@ -322,6 +355,9 @@ static ssize_t bar0_access(vfu_ctx_t *ctx, char *buf, size_t count,
         case REG_ERRNO:   v = d->err; break;
         case REG_CRC:     v = d->crc; break;
         case REG_SEQ:     v = d->seq; break;
+        case REG_SCRATCH: v = d->scratch; break;
+        case REG_STRESS_DONE: v = atomic_load(&d->stress.done); break;
+        case REG_STRESS_BAD:  v = atomic_load(&d->stress.bad); break;
         default:          v = 0; break;
         }
         memcpy(buf, &v, 4);
@@ -334,8 +370,9 @@ static ssize_t bar0_access(vfu_ctx_t *ctx, char *buf, size_t count,
                                 ((uint64_t)v << 32); break;
     case REG_LEN:     d->len = v; break;
     case REG_SEED:    d->seed = v; break;
+    case REG_SCRATCH: d->scratch = v; break;
     case REG_CMD:
-        if (d->pending) {
+        if (d->pending || atomic_load(&d->stress.running)) {
             errno = EBUSY;
             return -1;
         }
@@ -403,6 +440,154 @@ static int do_dma(struct dev *d, bool to_guest, int method, int *mappable)
     return 0;
 }
 
+/*
+ * The stress thread.  libvfio-user is not made for threads, so this relies
+ * on what the pinned version does:
+ * - vfu_sgl_read/write without VFU_SGL_DIRECT_ACCESS only build DMA_READ /
+ *   DMA_WRITE messages from the sg (its region pointer included) and send
+ *   them with the transport's send_msg; they read the context's
+ *   client_max_data_xfer_size and pending state, which the main thread does
+ *   not change after VERSION and outside migration.  So the DMA map table
+ *   must not change during the run: the sgs are made by the main thread
+ *   before the thread starts, and the test makes no DMA_MAP/UNMAP meanwhile
+ *   (QEMU sends none while the guest's memory layout stays as it is);
+ * - the message id counter is a static in the library, unlocked: only this
+ *   thread may do DMA while it runs (other commands get EBUSY);
+ * - with the twin socket, send_msg writes the request and reads its reply
+ *   on that socket, which nothing else uses; without it, on the main
+ *   socket, which the main thread's vfu_run_ctx reads at the same time:
+ *   either thread can take the other's message (the library warns about
+ *   this, its issue 279), which the tests record as the library's known
+ *   collision;
+ * - a failed transfer that looks like a lost connection makes the library
+ *   reset the context from this thread, racing the main thread: the thread
+ *   stops at its first error;
+ * - the path counters (lvu-paths.c) are written by the sending thread only:
+ *   nothing else sends DMA requests during the run.
+ */
+static void *stress_main(void *arg)
+{
+    struct dev *d = arg;
+    struct stress *st = &d->stress;
+    uint32_t i, first_bad = UINT32_MAX;
+    int err = 0;
+
+    for (i = 0; i < st->iters && !atomic_load(&st->stop); i++) {
+        int k = i % STRESS_SIZES;
+        size_t len = 4096u << k;
+        bool ok;
+
+        fill_pattern(st->out, len, st->seed + i);
+        if (sgl_rw(d->ctx, st->sg_a[k], st->out, true, false) < 0) {
+            err = errno;
+            break;
+        }
+        memset(st->in, 0, len);
+        if (sgl_rw(d->ctx, st->sg_a[k], st->in, false, false) < 0) {
+            err = errno;
+            break;
+        }
+        ok = !memcmp(st->in, st->out, len);
+        memset(st->in, 0, len);
+        if (sgl_rw(d->ctx, st->sg_b[k], st->in, false, false) < 0) {
+            err = errno;
+            break;
+        }
+        ok &= !memcmp(st->in, st->pat_b, len);
+        if (!ok) {
+            atomic_fetch_add(&st->bad, 1);
+            if (first_bad == UINT32_MAX) {
+                first_bad = i;
+            }
+        }
+        atomic_store(&st->done, i + 1);
+    }
+    printf("stress done=%" PRIu32 " iters=%" PRIu32 " bad=%u first-bad=%"
+           PRId64 " errno=%d twin=%d msgs=%" PRIu64 " msg-bytes=%" PRIu64
+           " msg-bad=%" PRIu64 "\n", i, st->iters, atomic_load(&st->bad),
+           first_bad == UINT32_MAX ? (int64_t)-1 : (int64_t)first_bad, err,
+           lvu_paths.msg_fd >= 0 && lvu_paths.msg_fd != st->conn_fd,
+           lvu_paths.msgs, lvu_paths.msg_bytes, lvu_paths.msg_bad);
+    d->err = err;
+    d->seq++;
+    atomic_store(&d->status, err || atomic_load(&st->bad) ? ST_FAILED : ST_DONE);
+    return NULL;
+}
+
+/* Op 4: make the sgs and buffers, start the thread; an errno if not. */
+static int stress_start(struct dev *d)
+{
+    struct stress *st = &d->stress;
+    int method = (d->cmd >> 8) & 0xff;
+
+    if (method != METHOD_MSG || d->len == 0 || d->len > STRESS_ITERS_MAX) {
+        return EINVAL;
+    }
+    st->iters = d->len;
+    st->seed = d->seed;
+    st->conn_fd = vfu_get_poll_fd(d->ctx);
+    atomic_store(&st->done, 0);
+    atomic_store(&st->bad, 0);
+    atomic_store(&st->stop, false);
+    if (!st->out) {
+        st->out = malloc(STRESS_MAX);
+        st->in = malloc(STRESS_MAX);
+        st->pat_b = malloc(STRESS_MAX);
+        for (int k = 0; k < STRESS_SIZES; k++) {
+            st->sg_a[k] = malloc(dma_sg_size());
+            st->sg_b[k] = malloc(dma_sg_size());
+            if (!st->sg_a[k] || !st->sg_b[k]) {
+                return ENOMEM;
+            }
+        }
+        if (!st->out || !st->in || !st->pat_b) {
+            return ENOMEM;
+        }
+    }
+    fill_pattern(st->pat_b, STRESS_MAX, ~d->seed);
+    for (int k = 0; k < STRESS_SIZES; k++) {
+        uint32_t len = 4096u << k;
+
+        errno = 0;
+        if (vfu_addr_to_sgl(d->ctx, (vfu_dma_addr_t)(uintptr_t)d->addr, len,
+                            st->sg_a[k], 1, PROT_READ | PROT_WRITE) != 1 ||
+            vfu_addr_to_sgl(d->ctx, (vfu_dma_addr_t)(uintptr_t)
+                            (d->addr + STRESS_MAX), len, st->sg_b[k], 1,
+                            PROT_READ) != 1) {
+            return errno ? errno : EFAULT;
+        }
+    }
+    lvu_paths_reset();
+    atomic_store(&st->running, true);
+    if (pthread_create(&st->thread, NULL, stress_main, d)) {
+        atomic_store(&st->running, false);
+        return EAGAIN;
+    }
+    return 0;
+}
+
+/* The main thread's end of a stress run: join a thread that has ended (or,
+ * with force, ask it to end and wait up to 5 s); false if it still runs. */
+static bool stress_reap(struct dev *d, bool force)
+{
+    struct stress *st = &d->stress;
+    struct timespec ts;
+
+    if (!atomic_load(&st->running)) {
+        return true;
+    }
+    if (force) {
+        atomic_store(&st->stop, true);
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += force ? 5 : 0;
+    if (pthread_timedjoin_np(st->thread, NULL, &ts)) {
+        return false;
+    }
+    atomic_store(&st->running, false);
+    return true;
+}
+
 static void run_command(struct dev *d)
 {
     int op = d->cmd & 0xff, method = (d->cmd >> 8) & 0xff;
@@ -416,6 +601,17 @@ static void run_command(struct dev *d)
     int err = 0, mappable = -1;
     bool valid_method = method >= METHOD_MSG && method <= METHOD_DIRECT;
 
+    if (op == OP_STRESS) {
+        d->pending = false;
+        err = stress_start(d);
+        if (err) {
+            d->err = err;
+            d->seq++;
+            d->status = ST_FAILED;
+            printf("stress done=0 errno=%d (not started)\n", err);
+        }
+        return;
+    }
     lvu_paths_reset();
     if (op < OP_PATTERN || op > OP_FROM_GUEST || !valid_method) {
         err = EINVAL;
@@ -571,6 +767,7 @@ int main(int argc, char **argv)
             run_command(&d);
             continue;
         }
+        stress_reap(&d, false);
         /*
          * The library may reset the connection inside vfu_run_ctx() without
          * saying so (a reply it could not send); it then polls its listening
@@ -597,7 +794,8 @@ int main(int argc, char **argv)
     }
 
 out:
-    if (d.ctx) {
+    /* a stress thread that will not end keeps the context: leave it be */
+    if (d.ctx && stress_reap(&d, true)) {
         vfu_destroy_ctx(d.ctx);
     }
     unlink(argv[1]);

@@ -104,7 +104,7 @@ static bool gather(const struct msghdr *m, uint8_t *out, size_t n,
  * u16, size u32, flags u32, error u32), then for DMA_READ/DMA_WRITE
  * address u64 and count u64, and for DMA_WRITE the data.
  */
-static void note_msg(const struct msghdr *m)
+static void note_msg(int fd, const struct msghdr *m)
 {
     uint8_t b[32];
     uint16_t cmd;
@@ -123,6 +123,7 @@ static void note_msg(const struct msghdr *m)
         return;             /* a reply, or not a DMA request */
     }
     lvu_paths.msgs++;
+    lvu_paths.msg_fd = fd;
     lvu_paths.msg_bytes += count;
     if (count > lvu_paths.msg_max) {
         lvu_paths.msg_max = count;
@@ -137,7 +138,7 @@ ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     sendmsg_fn fn = (sendmsg_fn)next("sendmsg");
 
-    note_msg(m);
+    note_msg(fd, m);
     return fn(fd, m, flags);
 }
 
@@ -145,6 +146,7 @@ void lvu_paths_reset(void)
 {
     memset(&lvu_paths, 0, sizeof(lvu_paths));
     lvu_paths.io_fd = -1;
+    lvu_paths.msg_fd = -1;
 }
 
 bool lvu_paths_active(void)

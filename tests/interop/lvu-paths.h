@@ -17,6 +17,7 @@ struct lvu_paths {
     /* VFIO_USER_DMA_READ/WRITE requests the library sent */
     uint64_t msgs, msg_bytes, msg_max;
     uint64_t msg_bad;           /* size field not 32 (+ count for a write) */
+    int msg_fd;                 /* socket of the last one (-1: none yet) */
     /* pread()/pwrite() calls and the bytes they moved */
     uint64_t preads, pwrites, io_bytes;
     int io_fd;                  /* fd and file position of the first one */

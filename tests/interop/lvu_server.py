@@ -84,9 +84,11 @@ XFER_LINE = (r'^xfer seq=(\d+) .* errno=(\d+) crc=0x(\w+)$')
 class QemuSession:
     """One interop server plus one QEMU connected to it."""
 
-    def __init__(self, qemu, server, qemu_args=(), server_options=()):
+    def __init__(self, qemu, server, qemu_args=(), server_options=(),
+                 device_props=None):
         self.qemu_bin, self.server_bin = qemu, server
         self.qemu_args, self.server_options = list(qemu_args), server_options
+        self.device_props = device_props    # more vfio-user-pci properties
         self.server = self.vm = self.qemu = self.qt = None
         self.seq = 0
         self.attached = False
@@ -100,7 +102,8 @@ class QemuSession:
                             self.server_options)
         self.vm = Qemu(self.qemu_bin, tmp, list(machine_args) + [
             '-device', json.dumps(vfio_user_device(
-                sock_path, dma_access, SLOT, 'lvu'))] + self.qemu_args,
+                sock_path, dma_access, SLOT, 'lvu', self.device_props))]
+            + self.qemu_args,
             slot=SLOT, timeout=CMD_TIMEOUT)
         self.qemu, self.qt = self.vm.proc, self.vm.qt
 

@@ -4,6 +4,7 @@
 import json
 import os
 import socket
+import subprocess
 import time
 
 from procs import LineProc, TestFailure, Timeout, check
@@ -35,16 +36,28 @@ def machine_memory(kind, size, workdir=None, mid='mem'):
             memory_backend(kind, size, mid, workdir)]
 
 
-def vfio_user_device(sock_path, dma_access=None, slot=None, dev_id='dev'):
+def vfio_user_device(sock_path, dma_access=None, slot=None, dev_id='dev',
+                     props=None):
     """-device value (JSON) of vfio-user-pci; dma_access None: not set
-    (QEMU without the series has no such property)."""
+    (QEMU without the series has no such property); props: more
+    properties (e.g. {'x-twin-socket': False})."""
     dev = {'driver': 'vfio-user-pci', 'id': dev_id,
            'socket': {'type': 'unix', 'path': sock_path}}
+    dev.update(props or {})
     if slot is not None:
         dev['addr'] = '0x%x' % slot
     if dma_access:
         dev['dma-access'] = dma_access
     return dev
+
+
+def device_has_property(binary, driver, prop):
+    """Whether QEMU's device driver has property prop (-device DRIVER,help)."""
+    out = subprocess.run([binary, '-nodefaults', '-device', driver + ',help'],
+                         stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=START_TIMEOUT)
+    return any(ln.strip().startswith(prop + '=')
+               for ln in out.stdout.splitlines())
 
 
 class QTest:

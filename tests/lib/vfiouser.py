@@ -4,6 +4,7 @@ requests they send, and the client side of DMA_READ/DMA_WRITE."""
 
 import collections
 import json
+import os
 import socket
 import struct
 
@@ -25,15 +26,28 @@ BAR0_REGION, CONFIG_REGION = 0, 7
 
 HDR = struct.Struct('<HHIII')       # id, command, size, flags, error
 
-Msg = collections.namedtuple('Msg', 'id cmd flags error data')
+# fds: the descriptors that came with the message (the receiver owns them)
+Msg = collections.namedtuple('Msg', 'id cmd flags error data fds',
+                             defaults=((),))
 Msg.err = property(lambda m: m.error if m.flags & ERROR else 0)
 
 
+# most fds one message may bring
+MAX_FDS = 8
+
+
 class Client:
-    def __init__(self, path, timeout=10):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
+    """The client's end of a vfio-user socket at path, or of sock (e.g.
+    the twin socket a VERSION reply brought: twin_socket())."""
+
+    def __init__(self, path=None, timeout=10, sock=None):
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        else:
+            sock.settimeout(timeout)
+        self.sock = sock
         self.next_id = 1
 
     def close(self):
@@ -43,17 +57,28 @@ class Client:
              size=None):
         """Send one message (size overrides the header's size field)."""
         if msg_id is None:
-            msg_id, self.next_id = self.next_id, self.next_id + 1
+            msg_id, self.next_id = self.next_id, (self.next_id + 1) & 0xffff
         hdr = HDR.pack(msg_id, cmd, HDR.size + len(payload) if size is None
                        else size, flags, error)
-        socket.send_fds(self.sock, [hdr + payload], list(fds))
+        data = hdr + payload
+        # a socket with a timeout is non-blocking underneath: a large
+        # message may go in pieces (the fds with the first)
+        sent = socket.send_fds(self.sock, [data], list(fds)) if fds else 0
+        self.sock.sendall(data[sent:])
         return msg_id
 
-    def recv_exact(self, n):
+    def recv_exact(self, n, fds=None):
+        """n bytes; fds (a list) gets the descriptors that came with
+        them."""
         buf = b''
         while len(buf) < n:
             try:
-                chunk = self.sock.recv(n - len(buf))
+                if fds is None:
+                    chunk = self.sock.recv(n - len(buf))
+                else:
+                    chunk, got, _, _ = socket.recv_fds(self.sock, n - len(buf),
+                                                       MAX_FDS)
+                    fds.extend(got)
             except socket.timeout:
                 raise Timeout('no data from the server within %g s'
                               % self.sock.gettimeout())
@@ -62,9 +87,12 @@ class Client:
         return buf
 
     def recv(self):
-        msg_id, cmd, size, flags, error = HDR.unpack(self.recv_exact(HDR.size))
+        fds = []
+        msg_id, cmd, size, flags, error = HDR.unpack(self.recv_exact(HDR.size,
+                                                                     fds))
         check(size >= HDR.size, 'bad message size %d' % size)
-        return Msg(msg_id, cmd, flags, error, self.recv_exact(size - HDR.size))
+        return Msg(msg_id, cmd, flags, error, self.recv_exact(size - HDR.size),
+                   tuple(fds))
 
     def call(self, cmd, payload=b'', fds=()):
         """Send a request and return its reply (a Msg; .err is its errno
@@ -83,13 +111,16 @@ class Client:
 
     # ---- requests ----
 
-    def version(self, caps=None, max_xfer=None, minor=0):
+    def version(self, caps=None, max_xfer=None, minor=0, twin=False):
         """VERSION with the given capabilities (a string, sent as is), or
-        with max_data_xfer_size.  Returns the reply."""
+        with max_data_xfer_size and, if twin, the twin-socket offer.
+        Returns the reply."""
         if caps is None:
             c = {'max_msg_fds': 8}
             if max_xfer:
                 c['max_data_xfer_size'] = max_xfer
+            if twin:
+                c['twin_socket'] = {'supported': True}
             caps = json.dumps({'capabilities': c})
         return self.call(VERSION, struct.pack('<HH', 0, minor) +
                          caps.encode() + b'\0')
@@ -99,6 +130,26 @@ class Client:
         """(major, minor, capabilities) of a VERSION reply."""
         major, minor = struct.unpack_from('<HH', m.data)
         return major, minor, json.loads(m.data[4:].rstrip(b'\0'))
+
+    @staticmethod
+    def twin_socket(m):
+        """A Client on the twin socket a VERSION reply set up, None if it
+        set none up; fails on a reply that says twin but brings no valid
+        fd.  Closes the reply's other fds."""
+        caps = Client.version_reply(m)[2].get('capabilities', {})
+        twin = caps.get('twin_socket', {})
+        idx = twin.get('fd_index') if twin.get('supported') is True else None
+        fds = list(m.fds)
+        try:
+            if idx is None:
+                return None
+            check(isinstance(idx, int) and 0 <= idx < len(fds),
+                  'twin_socket.fd_index %r, but %d fds came' % (idx, len(fds)))
+            fd = fds.pop(idx)
+            return Client(sock=socket.socket(fileno=fd))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def dma_map(self, iova, size, flags, fds=(), offset=0):
         """DMA_MAP; returns the errno (0: accepted)."""

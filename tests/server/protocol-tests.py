@@ -12,6 +12,7 @@ import argparse
 import errno
 import os
 import select
+import socket
 import struct
 import sys
 import tempfile
@@ -42,25 +43,31 @@ def ramp(n, seed):
 
 
 class Session:
-    """One server and this script as its client."""
+    """One server (started with args) and this script as its client."""
 
-    def __init__(self, case, legacy=False):
+    def __init__(self, case, legacy=False, args=()):
         tmp = tempfile.TemporaryDirectory(prefix='proto-test-')
         case.addCleanup(tmp.cleanup)
         self.server = DmaServer(SERVER, tmp.name,
-                                ['--legacy'] if legacy else [])
+                                (['--legacy'] if legacy else []) + list(args))
         case.addCleanup(self.server.stop)
         case.on_failure(self.show_log)
         self.c = Client(self.server.sock_path)
         case.addCleanup(self.c.close)
+        self.twin = None        # a Client on the twin socket, once set up
         self.dev = de.Engine(self.reg_read, self.reg_write)
 
     def show_log(self):
         for ln in self.server.log[-12:]:
             print('[server] ' + ln)
 
-    def version(self, caps=None):
-        return self.c.version(caps, max_xfer=CLIENT_MAX_XFER)
+    def version(self, caps=None, twin=False):
+        """VERSION (offering the twin socket if twin); keeps the twin
+        socket the reply sets up in self.twin."""
+        m = self.c.version(caps, max_xfer=CLIENT_MAX_XFER, twin=twin)
+        if not m.err:
+            self.twin = Client.twin_socket(m)
+        return m
 
     def reg_write(self, off, val, width=4):
         return self.c.region_write(BAR0_REGION, off,
@@ -84,7 +91,9 @@ class Session:
         until the command completes; returns STATUS.  A DMA request is
         answered only after the server has answered a read of STATUS sent
         meanwhile: QEMU's vCPU may hold the lock its DMA answers need while
-        it reads a register, so the server must not make the read wait."""
+        it reads a register, so the server must not make the read wait.
+        With the twin socket, the requests must come on it and nothing but
+        the register reads' replies on the main socket."""
         while True:
             sid = self.c.send(REGION_READ, struct.pack(
                 '<QII', de.REG_STATUS, BAR0_REGION, 4))
@@ -95,6 +104,14 @@ class Session:
                     status = int.from_bytes(m.data[16:20], 'little')
                     break
                 held.append(m)
+            if self.twin:
+                check(not held, 'with the twin socket, requests came on the '
+                      'main socket: commands %s' % [m.cmd for m in held])
+                # what the server asked meanwhile, and (busy) what it asks
+                # within a moment
+                wait = 0.01 if status & de.STATUS_BUSY else 0
+                while select.select([self.twin.sock], [], [], wait)[0]:
+                    guest.answer(self.twin, self.twin.recv())
             for m in held:
                 guest.answer(self.c, m)
             if not status & de.STATUS_BUSY:
@@ -103,14 +120,16 @@ class Session:
     def close(self, want_rc=0):
         """The client leaves; the server must exit with want_rc."""
         self.c.close()
+        if self.twin:
+            self.twin.close()
         self.server.check_exit(want_rc)
 
 
 class Protocol(tap.Case):
     legacy = False
 
-    def session(self, legacy=False):
-        return Session(self, legacy)
+    def session(self, legacy=False, args=()):
+        return Session(self, legacy, args)
 
     def test_version(self):
         """commands before VERSION, bad capabilities, second VERSION"""
@@ -227,9 +246,12 @@ class Protocol(tap.Case):
                                      offset), 0)
         return None, lambda: os.pread(fd, len(data), offset)
 
-    def dma_mode(self, kind):
-        s = self.session()
-        s.version()
+    def dma_mode(self, kind, twin=False, args=()):
+        """Both directions through one region of a kind; twin: offer the
+        twin socket.  Returns the session (closed) and the VERSION reply."""
+        s = self.session(args=args)
+        vm = s.version(twin=twin)
+        self.assertEqual(vm.err, 0)
         s.enable_master()
         size = 3 * CLIENT_MAX_XFER + 100
         data = ramp(size, 7)
@@ -265,6 +287,7 @@ class Protocol(tap.Case):
         stats = s.server.stats()
         self.assertEqual(stats[kind]['bytes'], 2 * size)
         self.assertEqual(stats['errors'], 0)
+        return s, vm, guest
 
     def test_mmap(self):
         """DMA through mmap regions, verified both ways"""
@@ -277,6 +300,79 @@ class Protocol(tap.Case):
     def test_message(self):
         """DMA through message regions, verified both ways"""
         self.dma_mode('message')
+
+    # ---- the twin socket (docs/server.md, "Twin socket") ----
+
+    def twin_caps(self, vm):
+        return Client.version_reply(vm)[2]['capabilities'].get('twin_socket')
+
+    def test_twin_negotiated(self):
+        """twin socket offered and accepted: message DMA on it, exact both ways"""
+        s, vm, guest = self.dma_mode('message', twin=True)
+        self.assertEqual(self.twin_caps(vm), {'supported': True, 'fd_index': 0})
+        self.assertEqual(len(vm.fds), 1, 'the VERSION reply must bring one fd')
+        self.assertIsNotNone(s.twin)
+        self.assertEqual((s.twin.sock.family, s.twin.sock.type),
+                         (socket.AF_UNIX, socket.SOCK_STREAM))
+        # serve_dma answered every request from the twin socket and saw
+        # none on the main one
+        self.assertGreater(len(guest.requests), 4)
+        self.assertTrue(any('twin-socket=on' in ln for ln in s.server.log))
+
+    def test_twin_declined(self):
+        """twin socket offered, declined by --no-twin-socket: DMA on the one socket"""
+        s, vm, guest = self.dma_mode('message', twin=True,
+                                     args=['--no-twin-socket'])
+        self.assertEqual(self.twin_caps(vm), {'supported': False})
+        self.assertEqual(vm.fds, (), 'a declined twin socket came with an fd')
+        self.assertIsNone(s.twin)
+        self.assertGreater(len(guest.requests), 4)
+        self.assertTrue(any('twin-socket=declined' in ln for ln in s.server.log))
+
+    def test_twin_not_offered(self):
+        """client that does not offer the twin socket: none in the reply"""
+        s, vm, guest = self.dma_mode('message')
+        self.assertIsNone(self.twin_caps(vm))
+        self.assertEqual(vm.fds, ())
+        self.assertGreater(len(guest.requests), 4)
+        self.assertTrue(any('twin-socket=not-offered' in ln
+                            for ln in s.server.log))
+
+    def test_twin_bad_capability(self):
+        """malformed twin_socket capability: EINVAL, no fd"""
+        for caps in ('{"capabilities":{"twin_socket":true}}',
+                     '{"capabilities":{"twin_socket":{"supported":"yes"}}}'):
+            s = self.session()
+            m = s.c.version(caps)
+            self.assertEqual(m.err, errno.EINVAL, caps)
+            self.assertEqual(m.fds, ())
+            s.close()
+
+    def test_twin_wrong_socket(self):
+        """with the twin socket, a DMA reply on the main socket is not taken; a request on the twin ends the connection"""
+        s = self.session()
+        s.version(twin=True)
+        self.assertIsNotNone(s.twin)
+        s.enable_master()
+        data = ramp(64, 5)
+        guest = GuestMemory(0x100000, data + bytes(4096 - 64))
+        self.assertEqual(s.c.dma_map(0x100000, 0x1000, RW), 0)
+        s.dev.start(de.CMD_TO_BUF, 0x100000, 0, 64)
+        m = s.twin.recv()
+        self.assertEqual(m.cmd, DMA_READ)
+        # the right answer on the wrong socket: not the reply
+        s.c.reply(m, struct.pack('<QQ', 0x100000, 64) + data)
+        self.assertTrue(s.reg_read(de.REG_STATUS) & de.STATUS_BUSY,
+                        'a reply on the main socket completed the DMA')
+        guest.answer(s.twin, m)
+        self.assertEqual(s.serve_dma(guest), de.STATUS_DONE)
+        self.assertEqual(s.dev.read64(de.REG_CSUM), de.fnv1a(data))
+        self.assertTrue(any('unexpected reply' in ln for ln in s.server.log))
+        # a client request on the twin socket is a protocol violation
+        s.twin.send(DEVICE_GET_INFO, GET_INFO)
+        rc = s.server.exit_status()
+        self.assertEqual(rc, 1, 'server exit status')
+        self.assertIn('sent on the twin socket', s.server.last_error() or '')
 
     def test_span_and_errors(self):
         """transfer across regions; permission, unmapped, range, bus-master errors"""
