@@ -27,7 +27,8 @@ A case fails the run when QEMU:
   hang       does not answer qtest within --grace seconds beyond the
              client's own timeouts, or does not exit on SIGTERM
   fds        holds more than --max-fd-growth descriptors above its count
-             after realize
+             after realize (and after MSI is turned off: each enabled MSI
+             vector holds an eventfd)
   rss        grows by more than --max-rss-growth MiB after realize
   log        prints more than --max-log-lines lines per QEMU (one
              misbehaving server)
@@ -250,6 +251,12 @@ def make_device(rng, corpus, profile):
             dev.config = mutate_config(rng, dev.config)
             dev.config_size = rng.choice([64, 255, 256, 4096, 0])
             dev.regions[7][1] = dev.config_size
+    if dev.mmap_fds:
+        # a memfd the client can seal, so that it maps the region, and
+        # BAR0 (where the client's accesses go) mappable
+        dev.mmap_seal = rng.random() < 0.5
+        if rng.random() < 0.5:
+            dev.regions[0][0] |= REGION_MMAP
     return dev
 
 
@@ -894,7 +901,15 @@ class Session:
             if (fd_ok and rss_ok) or attempt == 3:
                 break
             self.idle(0.1 * (attempt + 1))
-            if not self.breaking:
+            if not self.breaking and not fd_ok and attempt == 0:
+                # QEMU holds an eventfd for each MSI vector the guest
+                # enabled (up to 32): turn MSI off, as a guest driver
+                # would, so that only descriptors that leaked remain
+                self.mutation = None
+                self.count('fds-msi-off')
+                self.qtest(self.cfg_cmds(0x42, 2, 0), 'turning MSI off',
+                           waits=4)
+            elif not self.breaking:
                 self.qtest(['readb 0x0'], 'probing before counting fds')
         if not fd_ok:
             kinds = self.fd_kinds()
@@ -983,6 +998,8 @@ class Session:
         if self.proc is not None:
             procs.stop(self.proc, grace=1)
             self.proc.stderr.close()
+        if self.dev is not None:
+            self.dev.close_mmap_files()
 
     # -- the run --
 
@@ -1140,6 +1157,10 @@ class Session:
             size = rng.choice([1, 2, 4, 8])
             off = rng.randrange(0, 4096, size)
             op = {1: 'b', 2: 'w', 4: 'l', 8: 'q'}[size]
+            if self.dev.mmap_kept and rng.random() < 0.2:
+                # the server shrinks the files it gave to map BARs from
+                self.log('shrinking the region files')
+                self.dev.shrink_mmap_files()
             if a == 'bar-read':
                 cmd = 'read%s 0x%x' % (op, BAR0_ADDR + off)
             else:

@@ -208,7 +208,23 @@ class Device:
                              'max_data_xfer_size': 1 << 20}}
         self.client_max_xfer = 1 << 20
         self.mmap_fds = False       # send an fd with mmap-able regions
+        self.mmap_seal = False      # a memfd that allows sealing
+        self.mmap_kept = []         # our copies of those fds, to shrink
         self.maps = {}              # iova -> size (live DMA_MAPs)
+
+    def shrink_mmap_files(self):
+        """Truncate the files we passed for mapping, as a hostile server
+        would; those the client sealed stay as they are."""
+        for fd in self.mmap_kept:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+
+    def close_mmap_files(self):
+        for fd in self.mmap_kept:
+            os.close(fd)
+        self.mmap_kept = []
 
     def _rw_target(self, region):
         if region == CONFIG_REGION:
@@ -246,8 +262,11 @@ class Device:
             if flags & REGION_MMAP and self.mmap_fds:
                 # the region's memory, for the client to map (a file
                 # shorter than the region, if the region is huge)
-                fd = os.memfd_create('region%d' % index, os.MFD_CLOEXEC)
+                fd = os.memfd_create('region%d' % index, os.MFD_CLOEXEC | (
+                    os.MFD_ALLOW_SEALING if self.mmap_seal else 0))
                 os.ftruncate(fd, min(size, 1 << 20))
+                if len(self.mmap_kept) < 16:
+                    self.mmap_kept.append(os.dup(fd))
                 fds = (fd,)
             return struct.pack('<IIIIQQ', 32, flags, index, 0, size, 0), \
                 0, fds
