@@ -110,9 +110,22 @@ qemu-asan: qemu-src
 	@QEMU_EXTRA_CONFIG="--enable-asan --enable-ubsan" \
 		scripts/build-qemu.sh $(QEMU_TREE) $(ASAN_BUILD) qemu-system-x86_64
 
-# libvfio-user as bundled in the QEMU base (for the interop tests only).
+# libvfio-user as bundled in the QEMU base (for the interop tests only),
+# taken from the base commit: the series patches QEMU's copy for QEMU's own
+# vfio-user server, the interop tests describe the copy QEMU 10.2.2 ships.
+# A base whose git tree lacks it (a QEMU checkout, where it is a wrap) gives
+# the tree's own copy.
+LVU_LEGACY_SRC := $(BUILD)/download/libvfio-user-legacy
 libvfio-user: qemu-src
-	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
+	@rm -rf $(LVU_LEGACY_SRC) && mkdir -p $(LVU_LEGACY_SRC)/subprojects
+	@if git -C $(QEMU_TREE) -c safe.directory='*' cat-file -e \
+			base:subprojects/libvfio-user/meson.build 2>/dev/null; then \
+		git -C $(QEMU_TREE) -c safe.directory='*' archive base \
+			subprojects/libvfio-user | tar -x -C $(LVU_LEGACY_SRC); \
+	else \
+		cp -a $(QEMU_TREE)/subprojects/libvfio-user $(LVU_LEGACY_SRC)/subprojects/; \
+	fi
+	@tests/interop/build-libvfio-user.sh $(LVU_LEGACY_SRC)/subprojects/libvfio-user $(BUILD)/libvfio-user
 
 # Current libvfio-user at the commit tests/interop/libvfio-user-upstream.conf
 # pins: from its repository, else from ../shared/libvfio-user (a warning).
