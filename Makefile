@@ -50,7 +50,8 @@ export BUILD_DIR := $(BUILD)
         qemu-with-tests qemu-qtests project libvfio-user libvfio-user-upstream \
         guest run check check-quick \
         check-series check-qtest check-qemu-qtest check-qtest-exclusions check-features \
-        check-guest check-interop check-harness check-fresh export-series bench clean distclean
+        check-guest check-interop check-harness check-fresh check-functional export-series bench \
+        clean distclean
 
 all: qemu project
 
@@ -64,6 +65,7 @@ help:
 	@echo "  make check-qemu-qtest       QEMU's own x86_64 qtests (qemu/qtest-x86_64.conf)"
 	@echo "  make qemu-asan      the patched QEMU with ASan/UBSan (build/qemu-asan/build)"
 	@echo "  make check-fuzz     fuzz the client with a hostile server (FUZZ_ARGS='--seed N ...')"
+	@echo "  make check-functional  QEMU functional test: Linux's NVMe driver, device served by QEMU"
 	@echo "  make check-qtest-exclusions the excluded ones fail the same way unpatched"
 	@echo "  make bench          benchmarks (build/bench/results.{json,md,png})"
 	@echo "  make run MEMORY=memfd|ram|file-private|file-shared DMA_ACCESS=auto|mmap|file-io|message RUN_ARGS=--legacy"
@@ -108,9 +110,22 @@ qemu-asan: qemu-src
 	@QEMU_EXTRA_CONFIG="--enable-asan --enable-ubsan" \
 		scripts/build-qemu.sh $(QEMU_TREE) $(ASAN_BUILD) qemu-system-x86_64
 
-# libvfio-user as bundled in the QEMU base (for the interop tests only).
+# libvfio-user as bundled in the QEMU base (for the interop tests only),
+# taken from the base commit: the series patches QEMU's copy for QEMU's own
+# vfio-user server, the interop tests describe the copy QEMU 10.2.2 ships.
+# A base whose git tree lacks it (a QEMU checkout, where it is a wrap) gives
+# the tree's own copy.
+LVU_LEGACY_SRC := $(BUILD)/download/libvfio-user-legacy
 libvfio-user: qemu-src
-	@tests/interop/build-libvfio-user.sh $(QEMU_TREE)/subprojects/libvfio-user $(BUILD)/libvfio-user
+	@rm -rf $(LVU_LEGACY_SRC) && mkdir -p $(LVU_LEGACY_SRC)/subprojects
+	@if git -C $(QEMU_TREE) -c safe.directory='*' cat-file -e \
+			base:subprojects/libvfio-user/meson.build 2>/dev/null; then \
+		git -C $(QEMU_TREE) -c safe.directory='*' archive base \
+			subprojects/libvfio-user | tar -x -C $(LVU_LEGACY_SRC); \
+	else \
+		cp -a $(QEMU_TREE)/subprojects/libvfio-user $(LVU_LEGACY_SRC)/subprojects/; \
+	fi
+	@tests/interop/build-libvfio-user.sh $(LVU_LEGACY_SRC)/subprojects/libvfio-user $(BUILD)/libvfio-user
 
 # Current libvfio-user at the commit tests/interop/libvfio-user-upstream.conf
 # pins: from its repository, else from ../shared/libvfio-user (a warning).
@@ -146,11 +161,19 @@ FUZZ_ARGS ?=
 FUZZ_SUITE = "fuzz@660=$(PYTHON) tests/fuzz/vfio-user-fuzz.py --qemu $(ASAN_QEMU) $(FUZZ_ARGS)"
 QEMU_QTEST_SUITE = "qemu-qtest=$(PYTHON) scripts/run-qemu-qtests.py $(QEMU_BUILD)"
 FEATURES_SUITE = "qemu-features=$(PYTHON) tests/qemu/features-test.py --qemu $(QEMU)"
+# The series' test in QEMU's functional framework: an NVMe controller served
+# by QEMU's x-vfio-user-server, driven by Linux in a client QEMU, with shared
+# memfd RAM (mmap), plain RAM (DMA messages) and dma-access=file-io.  Its
+# Debian .debs go into a cache of our own (with apt; see
+# scripts/prefill-functional-assets.py), the guest image's downloads first.
+FUNCTIONAL_CACHE := $(BUILD)/functional-cache
+FUNCTIONAL_SUITE = "functional@900=scripts/run-functional.sh $(QEMU_TREE) $(QEMU_BUILD) $(FUNCTIONAL_CACHE) $(GUEST_DIR)/cache"
 
 SUITES_QUICK = \
 	"harness=tests/harness/harness-tests.sh" \
 	"qtest=scripts/run-qtest.sh $(QEMU_BUILD)" \
 	$(FEATURES_SUITE) \
+	$(FUNCTIONAL_SUITE) \
 	"server-proto=$(PYTHON) tests/server/protocol-tests.py --server $(SERVER)" \
 	"guest-boot=$(PYTHON) tests/guest/boot-tests.py --qemu $(QEMU) --server $(SERVER) --guest-dir $(GUEST_DIR)" \
 	"interop-probe=$(PYTHON) tests/interop/probe-library.py --server $(INTEROP_SERVER)" \
@@ -213,6 +236,9 @@ check-fuzz: deps-check qemu-asan
 
 check-features: deps-check qemu
 	@$(PYTHON) scripts/run-tests.py $(FEATURES_SUITE)
+
+check-functional: deps-check qemu
+	@$(PYTHON) scripts/run-tests.py $(FUNCTIONAL_SUITE)
 
 check-guest: deps-check qemu project guest
 	@$(PYTHON) scripts/run-tests.py \

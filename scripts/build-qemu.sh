@@ -10,7 +10,12 @@
 # (vfio-user-pci among them) and only the optional features a user of a
 # vfio-user device routinely needs in the same VM: user-mode networking
 # (slirp: -netdev user), pixman (VGA and other display devices) and a VNC
-# server to look at the display.  Everything else stays off (no docs, no
+# server to look at the display.  QEMU's own vfio-user server
+# (-object x-vfio-user-server on the x-remote machine, which needs
+# --enable-multiprocess) is built too, with the copy of libvfio-user in
+# QEMU's tree (json-c and cmocka, see install-deps.sh): the series'
+# functional test serves an emulated NVMe controller with it to a client
+# QEMU (make check-functional).  Everything else stays off (no docs, no
 # Rust, no GTK/SDL, no tools), which keeps a clean build near four minutes on
 # two cores.  Firmware is looked up where Debian's packages install it
 # (seabios, qemu-system-data, ipxe-qemu), as Debian's own QEMU does, so no
@@ -40,6 +45,7 @@ config_args=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
              --disable-rust --disable-docs --disable-werror
              --disable-install-blobs
              --enable-slirp --enable-pixman --enable-vnc
+             --enable-multiprocess --enable-vfio-user-server
              "--firmwarepath=$(IFS=:; echo "${firmware_dirs[*]}")")
 # shellcheck disable=SC2206   # word splitting of the extra options is meant
 [ -z "${QEMU_EXTRA_CONFIG:-}" ] || config_args+=(${QEMU_EXTRA_CONFIG})

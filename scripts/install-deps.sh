@@ -18,9 +18,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 # libslirp and pixman for the user networking and display QEMU is built with;
 # flex/bison and dtc for the pc-bios/dtb step; pycotap, which QEMU's
 # configure installs into its build venv (mkvenv) and fails without; json-c
-# and cmocka for building libvfio-user, the copy in QEMU's tree and the
-# current one (their meson.build wants cmocka even with its tests off), git
-# to fetch the current one.  scripts/check-fresh.sh
+# and cmocka for building libvfio-user, the copy in QEMU's tree (also built
+# into QEMU itself for its vfio-user server, --enable-vfio-user-server) and
+# the current one (their meson.build wants cmocka even with its tests off),
+# git to fetch the current one; binutils' ar, which QEMU's functional tests
+# use to unpack the .deb files they boot (gcc brings it).  scripts/check-fresh.sh
 # proves the list on a minimal Debian 12 that has nothing else.
 pkgs_build=(gcc make git ninja-build meson python3 python3-venv pkg-config
             libglib2.0-dev zlib1g-dev libfdt-dev flex bison device-tree-compiler
