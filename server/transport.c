@@ -37,12 +37,14 @@ void msg_free(struct vu_msg *m)
 
 /* Wait until the socket is readable; 0, ETIMEDOUT, EINTR (on a stop
  * request) or another errno. */
-int wait_readable(int fd, int timeout_ms)
+/*
+ * poll() until one of p[0..n) is ready: 0, or ETIMEDOUT, EINTR (stop
+ * requested), another errno.
+ */
+static int poll_ready(struct pollfd *p, nfds_t n, int timeout_ms)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-
     for (;;) {
-        int r = poll(&p, 1, timeout_ms);
+        int r = poll(p, n, timeout_ms);
         if (r > 0) {
             return 0;
         }
@@ -56,6 +58,13 @@ int wait_readable(int fd, int timeout_ms)
             return EINTR;
         }
     }
+}
+
+int wait_readable(int fd, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+
+    return poll_ready(&p, 1, timeout_ms);
 }
 
 static long long now_ms(void)
@@ -111,28 +120,17 @@ static int wait_either(struct conn *c, int timeout_ms, int *fd)
         { .fd = c->twin, .events = POLLIN },
     };
     nfds_t n = c->twin >= 0 ? 2 : 1;
+    int err = poll_ready(p, n, timeout_ms);
+    bool main_ready = p[0].revents != 0;
+    bool twin_ready = n == 2 && p[1].revents != 0;
+    bool take_twin = twin_ready && (!main_ready || !c->twin_read_last);
 
-    for (;;) {
-        int r = poll(p, n, timeout_ms);
-        if (r > 0) {
-            bool main_ready = p[0].revents != 0;
-            bool twin_ready = n == 2 && p[1].revents != 0;
-            bool take_twin = twin_ready && (!main_ready || !c->twin_read_last);
-
-            c->twin_read_last = take_twin;
-            *fd = take_twin ? c->twin : c->sock;
-            return 0;
-        }
-        if (r == 0) {
-            return ETIMEDOUT;
-        }
-        if (errno != EINTR) {
-            return errno;
-        }
-        if (conn_stop_requested) {
-            return EINTR;
-        }
+    if (err) {
+        return err;
     }
+    c->twin_read_last = take_twin;
+    *fd = take_twin ? c->twin : c->sock;
+    return 0;
 }
 
 /*

@@ -435,18 +435,14 @@ class Session:
                 wait = min(wait, self.timers[0][0] - now)
             for fd, ev in self.poll.poll(max(0, wait) * 1000 + 1):
                 tag = self.fdmap.get(fd)
-                if tag == 'vu':
+                if tag in ('vu', 'twin'):
+                    conn, read = (self.conn, self.vu_read) if tag == 'vu' \
+                        else (self.twin, self.twin_read)
                     if ev & select.POLLOUT:
-                        self.conn.flush()
+                        conn.flush()
                     if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                         if not self.paused or ev & select.POLLERR:
-                            self.vu_read()
-                elif tag == 'twin':
-                    if ev & select.POLLOUT:
-                        self.twin.flush()
-                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                        if not self.paused or ev & select.POLLERR:
-                            self.twin_read()
+                            read()
                 elif tag == 'qt':
                     self.qt_read()
                 elif tag == 'stderr':
